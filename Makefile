@@ -1,0 +1,40 @@
+# Fledge: the two commands a fresh machine needs are `make demo` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+SHARED ?= $(abspath ../shared)
+CAPI_VALIDATE ?= $(SHARED)/tools/capi-validate
+MANAGER := target/debug/fledge-manager
+
+.PHONY: all build test lint fmt-check clippy unit capi-validate demo deps clean-state
+
+all: build
+
+## deps: what the tests need besides the Rust toolchain (python3 + PyYAML for capi-validate)
+deps:
+	@python3 -c 'import yaml' 2>/dev/null || python3 -m pip install --quiet PyYAML
+
+## build: every binary of the workspace
+build:
+	$(CARGO) build --workspace --bins
+
+## test: formatting, lints, every test, and capi-validate of every example
+test: deps fmt-check clippy unit capi-validate
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+lint: fmt-check clippy
+
+unit:
+	$(CARGO) test --workspace
+
+## capi-validate: both phases of every example must be 0 invalid against the upstream CRDs
+capi-validate: build deps
+	@CAPI_VALIDATE=$(CAPI_VALIDATE) MANAGER=$(MANAGER) scripts/capi-validate-examples.sh
+
+## demo: the main job on the embedded default (today: validate and render the example)
+demo: build deps
+	@scripts/demo.sh
