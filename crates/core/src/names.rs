@@ -1,0 +1,82 @@
+//! Well-known names shared by the manager, the agent and the renderer: labels, annotations,
+//! field managers, finalizers, condition types and reasons.
+//!
+//! Call sites use these constants and never spell the strings out, so a rename is one edit
+//! and a typo is a compile error.
+
+// === Labels ===
+
+/// Cluster API's label naming the `Cluster` an object belongs to. Set on every rendered
+/// object; `clusterctl move` and CAPI's own controllers select by it.
+pub const CLUSTER_NAME_LABEL: &str = "cluster.x-k8s.io/cluster-name";
+/// Fledge's label naming the `WorkloadCluster` an object was rendered from.
+pub const FLEDGE_CLUSTER_LABEL: &str = "fledge.dev/cluster";
+/// Fledge's label naming the worker pool an object belongs to.
+pub const POOL_LABEL: &str = "fledge.dev/pool";
+/// Fledge's label naming the add-on an object was rendered for.
+pub const ADDON_LABEL: &str = "fledge.dev/addon";
+/// Cluster API's label on the Machines of a MachineDeployment, valued with its name.
+pub const DEPLOYMENT_NAME_LABEL: &str = "cluster.x-k8s.io/deployment-name";
+/// Cluster API's label, with an empty value, on every control-plane Machine.
+pub const CONTROL_PLANE_LABEL: &str = "cluster.x-k8s.io/control-plane";
+
+// === Annotations ===
+
+/// Cluster API's annotation that pauses reconciliation of an object (set during a pivot).
+pub const PAUSED_ANNOTATION: &str = "cluster.x-k8s.io/paused";
+/// Lower bound read by the cluster autoscaler's Cluster API provider.
+pub const AUTOSCALER_MIN_SIZE_ANNOTATION: &str =
+    "cluster.x-k8s.io/cluster-api-autoscaler-node-group-min-size";
+/// Upper bound read by the cluster autoscaler's Cluster API provider.
+pub const AUTOSCALER_MAX_SIZE_ANNOTATION: &str =
+    "cluster.x-k8s.io/cluster-api-autoscaler-node-group-max-size";
+
+// === Field managers (server-side apply) ===
+
+/// Field manager of every server-side apply the manager makes.
+pub const MANAGER_FIELD_MANAGER: &str = "fledge-manager";
+/// Field manager of every server-side apply the agent makes.
+pub const AGENT_FIELD_MANAGER: &str = "fledge-agent";
+
+// === Finalizers ===
+
+/// Finalizer the manager puts on a `WorkloadCluster` so that deleting it first tears the
+/// cluster down.
+pub const WORKLOAD_CLUSTER_FINALIZER: &str = "fledge.dev/workload-cluster";
+/// Finalizer the agent puts on objects whose deletion it must observe (add-ons).
+pub const AGENT_FINALIZER: &str = "fledge.dev/agent";
+
+// === Namespaces ===
+
+/// Namespace of Flux's controllers and of the Flux objects rendered for Helm add-ons.
+pub const FLUX_NAMESPACE: &str = "flux-system";
+
+// === Condition types (UpperCamelCase, as in Cluster API) ===
+
+/// Summary condition of a `WorkloadCluster`.
+pub const READY_CONDITION: &str = "Ready";
+/// The spec passed validation.
+pub const SPEC_VALID_CONDITION: &str = "SpecValid";
+/// The control plane has as many ready machines as the spec asks for.
+pub const CONTROL_PLANE_READY_CONDITION: &str = "ControlPlaneReady";
+/// Every worker pool has as many ready machines as the spec asks for.
+pub const WORKERS_READY_CONDITION: &str = "WorkersReady";
+/// Every add-on of the profile is installed and healthy.
+pub const ADDONS_READY_CONDITION: &str = "AddonsReady";
+/// The agent of the cluster is connected to the manager.
+pub const AGENT_CONNECTED_CONDITION: &str = "AgentConnected";
+/// The Cluster API objects live in the workload cluster itself.
+pub const PIVOTED_CONDITION: &str = "Pivoted";
+
+// === Condition reasons ===
+
+/// The first control-plane machine is not up yet.
+pub const WAITING_FOR_FIRST_NODE_REASON: &str = "WaitingForFirstNode";
+/// Machines are being created or replaced.
+pub const SCALING_REASON: &str = "Scaling";
+/// The condition holds.
+pub const AS_EXPECTED_REASON: &str = "AsExpected";
+/// The spec failed validation.
+pub const INVALID_SPEC_REASON: &str = "InvalidSpec";
+/// A read needed to compute the condition failed; its status is Unknown.
+pub const READ_FAILED_REASON: &str = "ReadFailed";
