@@ -41,7 +41,10 @@ pub fn json_to_value(value: &serde_json::Value) -> prost_types::Value {
 /// Converts a JSON object into a protobuf `Struct`.
 pub fn json_to_struct(map: &serde_json::Map<String, serde_json::Value>) -> Struct {
     Struct {
-        fields: map.iter().map(|(k, v)| (k.clone(), json_to_value(v))).collect(),
+        fields: map
+            .iter()
+            .map(|(k, v)| (k.clone(), json_to_value(v)))
+            .collect(),
     }
 }
 
@@ -339,7 +342,11 @@ impl From<&spec::ClusterProfileSpec> for v1::ProfileSpec {
                         version: h.version.clone(),
                         namespace: h.namespace.clone().unwrap_or_default(),
                         release_name: h.release_name.clone().unwrap_or_default(),
-                        values: h.values.as_ref().and_then(|v| v.as_object()).map(json_to_struct),
+                        values: h
+                            .values
+                            .as_ref()
+                            .and_then(|v| v.as_object())
+                            .map(json_to_struct),
                     }),
                     health: a.health.as_ref().map(|g| v1::HealthGate {
                         deployments_available: g.deployments_available,
@@ -383,14 +390,25 @@ mod tests {
             },
             control_plane: spec::ControlPlaneSpec {
                 replicas: 3,
-                endpoint: spec::Endpoint { host: "10.0.0.10".into(), port: 6443 },
-                machine: spec::MachineShape { cpus: 4, memory_mib: 8192, disk_gib: 40 },
+                endpoint: spec::Endpoint {
+                    host: "10.0.0.10".into(),
+                    port: 6443,
+                },
+                machine: spec::MachineShape {
+                    cpus: 4,
+                    memory_mib: 8192,
+                    disk_gib: 40,
+                },
                 template: None,
             },
             workers: vec![spec::WorkerPool {
                 name: "general".into(),
                 replicas: Some(3),
-                machine: spec::MachineShape { cpus: 4, memory_mib: 16384, disk_gib: 80 },
+                machine: spec::MachineShape {
+                    cpus: 4,
+                    memory_mib: 16384,
+                    disk_gib: 80,
+                },
                 template: Some("os2".into()),
                 labels: BTreeMap::from([("tier".into(), "general".into())]),
                 taints: vec![spec::Taint {
@@ -398,7 +416,10 @@ mod tests {
                     value: None,
                     effect: spec::TaintEffect::NoExecute,
                 }],
-                autoscaling: Some(spec::Autoscaling { min_replicas: 1, max_replicas: 5 }),
+                autoscaling: Some(spec::Autoscaling {
+                    min_replicas: 1,
+                    max_replicas: 5,
+                }),
             }],
             network: spec::NetworkSpec {
                 pods: "192.168.0.0/16".into(),

@@ -9,7 +9,9 @@ fn bin() -> Command {
 }
 
 fn example(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name)
 }
 
 fn run(args: &[&str]) -> Output {
@@ -37,7 +39,11 @@ fn validate_accepts_every_example_with_one_ok_line() {
         let out = run(&["validate", "-f", path.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
         let text = stdout(&out);
-        assert_eq!(text.lines().count(), 1, "{name}: one line expected, got {text:?}");
+        assert_eq!(
+            text.lines().count(),
+            1,
+            "{name}: one line expected, got {text:?}"
+        );
         assert!(text.contains("OK"), "{name}: {text}");
     }
 }
@@ -67,11 +73,19 @@ fn validate_reports_every_problem_with_its_path_and_exits_2() {
 #[test]
 fn validate_rejects_unknown_fields_with_their_path() {
     let good = std::fs::read_to_string(example("single-node.yaml")).unwrap();
-    let bad = good.replacen("  kubernetesVersion:", "  kubernetesVersoin: v1.32.4\n  kubernetesVersion:", 1);
+    let bad = good.replacen(
+        "  kubernetesVersion:",
+        "  kubernetesVersoin: v1.32.4\n  kubernetesVersion:",
+        1,
+    );
     let file = write_temp(&bad);
     let out = run(&["validate", "-f", file.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("spec.kubernetesVersoin"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("spec.kubernetesVersoin"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -79,43 +93,89 @@ fn unreadable_file_exits_1_with_a_clear_message() {
     for cmd in ["validate", "render"] {
         let out = run(&[cmd, "-f", "/nonexistent/fledge.yaml"]);
         assert_eq!(out.status.code(), Some(1), "{cmd}");
-        assert!(stderr(&out).contains("cannot read /nonexistent/fledge.yaml"), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("cannot read /nonexistent/fledge.yaml"),
+            "{}",
+            stderr(&out)
+        );
     }
 }
 
 #[test]
 fn render_bootstrap_has_one_control_plane_replica_and_no_workers() {
     let path = example("edge-1.yaml");
-    let out = run(&["render", "-f", path.to_str().unwrap(), "--phase", "bootstrap", "-o", "json"]);
+    let out = run(&[
+        "render",
+        "-f",
+        path.to_str().unwrap(),
+        "--phase",
+        "bootstrap",
+        "-o",
+        "json",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let items = list["items"].as_array().unwrap();
     let kinds: Vec<&str> = items.iter().map(|o| o["kind"].as_str().unwrap()).collect();
-    for kind in ["Cluster", "VSphereCluster", "KubeadmControlPlane", "VSphereMachineTemplate"] {
+    for kind in [
+        "Cluster",
+        "VSphereCluster",
+        "KubeadmControlPlane",
+        "VSphereMachineTemplate",
+    ] {
         assert!(kinds.contains(&kind), "bootstrap lacks {kind}: {kinds:?}");
     }
-    assert!(!kinds.contains(&"MachineDeployment"), "bootstrap must not create workers: {kinds:?}");
-    let kcp = items.iter().find(|o| o["kind"] == "KubeadmControlPlane").unwrap();
+    assert!(
+        !kinds.contains(&"MachineDeployment"),
+        "bootstrap must not create workers: {kinds:?}"
+    );
+    let kcp = items
+        .iter()
+        .find(|o| o["kind"] == "KubeadmControlPlane")
+        .unwrap();
     assert_eq!(kcp["spec"]["replicas"], 1);
     for obj in items {
         assert_eq!(obj["metadata"]["namespace"], "team-a", "{}", obj["kind"]);
-        assert_eq!(obj["metadata"]["labels"]["cluster.x-k8s.io/cluster-name"], "edge-1");
+        assert_eq!(
+            obj["metadata"]["labels"]["cluster.x-k8s.io/cluster-name"],
+            "edge-1"
+        );
     }
 }
 
 #[test]
 fn render_full_scales_the_control_plane_and_adds_pools() {
     let path = example("edge-1.yaml");
-    let out = run(&["render", "-f", path.to_str().unwrap(), "--phase", "full", "-o", "json"]);
+    let out = run(&[
+        "render",
+        "-f",
+        path.to_str().unwrap(),
+        "--phase",
+        "full",
+        "-o",
+        "json",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let items = list["items"].as_array().unwrap();
-    let kcp = items.iter().find(|o| o["kind"] == "KubeadmControlPlane").unwrap();
+    let kcp = items
+        .iter()
+        .find(|o| o["kind"] == "KubeadmControlPlane")
+        .unwrap();
     assert_eq!(kcp["spec"]["replicas"], 3);
-    let mds = items.iter().filter(|o| o["kind"] == "MachineDeployment").count();
+    let mds = items
+        .iter()
+        .filter(|o| o["kind"] == "MachineDeployment")
+        .count();
     assert_eq!(mds, 2, "one MachineDeployment per pool");
-    let mhcs = items.iter().filter(|o| o["kind"] == "MachineHealthCheck").count();
-    assert_eq!(mhcs, 3, "one MachineHealthCheck per pool and one for the control plane");
+    let mhcs = items
+        .iter()
+        .filter(|o| o["kind"] == "MachineHealthCheck")
+        .count();
+    assert_eq!(
+        mhcs, 3,
+        "one MachineHealthCheck per pool and one for the control plane"
+    );
 }
 
 #[test]
@@ -126,7 +186,10 @@ fn render_yaml_is_deterministic() {
     let second = run(&args);
     assert_eq!(first.status.code(), Some(0));
     assert!(!first.stdout.is_empty());
-    assert_eq!(first.stdout, second.stdout, "same input must give byte-identical YAML");
+    assert_eq!(
+        first.stdout, second.stdout,
+        "same input must give byte-identical YAML"
+    );
 }
 
 #[test]
@@ -137,7 +200,11 @@ fn render_of_an_invalid_spec_exits_2_without_output() {
     let out = run(&["render", "-f", file.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
-    assert!(stderr(&out).contains("spec.kubernetesVersion"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("spec.kubernetesVersion"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -157,7 +224,12 @@ fn validate_reads_standard_input() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0));
 }

@@ -235,6 +235,39 @@ fn check_machine(
     }
 }
 
+/// Pool names that would collide with names the renderer derives for the control plane.
+const RESERVED_POOL_NAMES: &[&str] = &["control-plane"];
+
+/// Rules that need the cluster's name as well as the pool's: the renderer names each
+/// MachineDeployment `<cluster>-<pool>` and Cluster API copies that name into a label value,
+/// which is limited to 63 characters.
+pub(crate) fn check_pool_names_in_cluster(
+    cluster: &str,
+    spec: &WorkloadClusterSpec,
+    errors: &mut Vec<FieldError>,
+) {
+    for (index, pool) in spec.workers.iter().enumerate() {
+        let path = format!("spec.workers[{index}].name");
+        if RESERVED_POOL_NAMES.contains(&pool.name.as_str()) {
+            errors.push(FieldError::new(
+                &path,
+                format!("{:?} is reserved for the control plane", pool.name),
+            ));
+        }
+        let combined = cluster.len() + 1 + pool.name.len();
+        // An invalid cluster name is reported on its own; do not repeat it for every pool.
+        if syntax::dns1123_label(cluster).is_ok() && combined > 63 {
+            errors.push(FieldError::new(
+                &path,
+                format!(
+                    "\"{cluster}-{}\" (cluster and pool name) must be at most 63 characters, got {combined}",
+                    pool.name
+                ),
+            ));
+        }
+    }
+}
+
 fn check_pool<'a>(
     pool: &'a WorkerPool,
     base: &str,

@@ -151,6 +151,11 @@ pub fn validate_cluster(c: &WorkloadCluster) -> Result<(), Vec<FieldError>> {
     let mut errors = Vec::new();
     cluster::check_metadata(&c.metadata, &mut errors);
     cluster::check_spec(&c.spec, &mut errors);
+    cluster::check_pool_names_in_cluster(
+        c.metadata.name.as_deref().unwrap_or_default(),
+        &c.spec,
+        &mut errors,
+    );
     into_result(errors)
 }
 

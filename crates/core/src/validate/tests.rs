@@ -198,6 +198,8 @@ fn rejects_each_bad_field_with_its_path() {
         ("control plane empty template", C, &[("spec.controlPlane.template", "''")], "spec.controlPlane.template", "must not be empty"),
         // Workers.
         ("negative workers", C, &[("spec.workers[0].replicas", "-1")], "spec.workers[0].replicas", "must be between 0 and 1000, got -1"),
+        ("pool named control-plane", C, &[("spec.workers[0].name", "control-plane")], "spec.workers[0].name", "reserved for the control plane"),
+        ("cluster and pool name too long", C, &[("spec.workers[0].name", &"p".repeat(60))], "spec.workers[0].name", "must be at most 63 characters, got 67"),
         ("too many workers", C, &[("spec.workers[0].replicas", "1001")], "spec.workers[0].replicas", "must be between 0 and 1000, got 1001"),
         ("pool without size", C, &[("spec.workers[0].replicas", "<delete>")], "spec.workers[0].replicas", "set replicas or autoscaling"),
         ("pool name not DNS-1123", C, &[("spec.workers[1].name", "GPU")], "spec.workers[1].name", "must be a DNS-1123 label"),

@@ -87,7 +87,11 @@ impl From<Exit> for ExitCode {
 pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
         Command::Validate { file } => validate::run(&file),
-        Command::Render { file, phase, output } => render::run(&file, &phase, &output),
+        Command::Render {
+            file,
+            phase,
+            output,
+        } => render::run(&file, &phase, &output),
     }
 }
 

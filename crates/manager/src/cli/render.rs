@@ -10,9 +10,7 @@ use super::{Exit, read_input, report_field_errors};
 
 /// Renders every WorkloadCluster of a spec file; see [`super::Command::Render`].
 pub fn run(file: &Path, phase: &str, output: &str) -> anyhow::Result<Exit> {
-    let phase: Phase = phase
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--phase: {e}"))?;
+    let phase: Phase = phase.parse().map_err(|e| anyhow::anyhow!("--phase: {e}"))?;
     let text = read_input(file)?;
     let docs = match load_and_validate(&text) {
         Ok(docs) => docs,
