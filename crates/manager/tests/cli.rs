@@ -1,6 +1,8 @@
 //! The offline CLI (`validate`, `render`) as users run it: the real binary, real files,
 //! exit codes and output streams asserted.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
