@@ -5,7 +5,7 @@ SHARED ?= $(abspath ../shared)
 CAPI_VALIDATE ?= $(SHARED)/tools/capi-validate
 MANAGER := target/debug/fledge-manager
 
-.PHONY: all build test lint fmt-check clippy unit capi-validate demo deps clean-state
+.PHONY: all build test lint fmt-check clippy unit capi-validate demo deps clean-state bench
 
 all: build
 
@@ -38,3 +38,13 @@ capi-validate: build deps
 ## demo: the main job on the embedded default (today: validate and render the example)
 demo: build deps
 	@scripts/demo.sh
+
+## bench: release-mode benchmarks, then BENCHMARKS.md regenerated from target/bench/*.jsonl
+## (SCALE=full for larger sizes; the default run takes a few minutes)
+SCALE ?= default
+bench:
+	@status=0; \
+	SCALE=$(SCALE) BENCH_COMMAND="make bench$(if $(filter full,$(SCALE)), SCALE=full)" \
+		$(CARGO) bench -p kube-sim --bench api || status=$$?; \
+	python3 scripts/bench-report.py || status=$$?; \
+	exit $$status

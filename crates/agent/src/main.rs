@@ -7,7 +7,11 @@ use clap::Parser;
 
 /// Command line of the agent.
 #[derive(Debug, Parser)]
-#[command(name = "fledge-agent", version, about = "Keeps a workload cluster at its Fledge spec")]
+#[command(
+    name = "fledge-agent",
+    version,
+    about = "Keeps a workload cluster at its Fledge spec"
+)]
 struct Cli {}
 
 fn main() -> anyhow::Result<()> {
