@@ -23,8 +23,19 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), PatchError> {
     // Work on a copy so that a failure in the middle leaves the target untouched without
     // relying on the crate's undo log.
     let mut doc = target.clone();
-    json_patch::patch_unsafe(&mut doc, &ops.0)
-        .map_err(|e| PatchError::Unprocessable(e.to_string()))?;
+    for op in &ops.0 {
+        // The apiserver's JSON patch library treats a missing path as `null` in a `test`
+        // operation, and kube-runtime's finalizer helper relies on it (it tests
+        // `/metadata/finalizers` for null before adding the first finalizer).
+        if let json_patch::PatchOperation::Test(test) = op
+            && test.value.is_null()
+            && doc.pointer(test.path.as_str()).is_none()
+        {
+            continue;
+        }
+        json_patch::patch_unsafe(&mut doc, std::slice::from_ref(op))
+            .map_err(|e| PatchError::Unprocessable(e.to_string()))?;
+    }
     *target = doc;
     Ok(())
 }
@@ -43,6 +54,25 @@ mod tests {
     }
 
     /// RFC 6902 appendix A, successful cases.
+    #[test]
+    fn test_of_null_passes_on_a_missing_path_and_fails_on_a_present_one() {
+        let mut doc = json!({"metadata": {"name": "a"}});
+        json_patch(
+            &mut doc,
+            &json!([{"op":"test","path":"/metadata/finalizers","value":null},
+                    {"op":"add","path":"/metadata/finalizers","value":["x"]}]),
+        )
+        .unwrap();
+        assert_eq!(doc["metadata"]["finalizers"], json!(["x"]));
+        let before = doc.clone();
+        let err = json_patch(
+            &mut doc,
+            &json!([{"op":"test","path":"/metadata/finalizers","value":null}]),
+        );
+        assert!(err.is_err(), "a present value is not null");
+        assert_eq!(doc, before);
+    }
+
     #[test]
     fn rfc6902_appendix_a() {
         let cases = [
