@@ -2661,28 +2661,17 @@ impl ApiServer {
 
     /// Replaces `obj` (PUT semantics, optimistic concurrency on its resourceVersion).
     pub fn update_object(&self, obj: Value) -> Result<Value, ApiError> {
-        let t = self.resolve_kind(
-            obj["apiVersion"].as_str().unwrap_or_default(),
-            obj["kind"].as_str().unwrap_or_default(),
-        )?;
-        let (ns, name) = (
-            meta_str(&obj, "namespace").to_owned(),
-            meta_str(&obj, "name").to_owned(),
-        );
-        Ok(self
-            .update(
-                &t,
-                Some(&ns).filter(|n| !n.is_empty()).map(String::as_str),
-                &name,
-                obj,
-                Subresource::Main,
-                &WriteOptions::default(),
-            )?
-            .object)
+        self.update_object_at(obj, Subresource::Main)
     }
 
     /// Replaces the status of `obj`.
     pub fn update_object_status(&self, obj: Value) -> Result<Value, ApiError> {
+        self.update_object_at(obj, Subresource::Status)
+    }
+
+    /// PUT of `obj` on the main resource or a subresource, addressed by its own
+    /// apiVersion, kind, namespace and name.
+    fn update_object_at(&self, obj: Value, subresource: Subresource) -> Result<Value, ApiError> {
         let t = self.resolve_kind(
             obj["apiVersion"].as_str().unwrap_or_default(),
             obj["kind"].as_str().unwrap_or_default(),
@@ -2697,7 +2686,7 @@ impl ApiServer {
                 Some(&ns).filter(|n| !n.is_empty()).map(String::as_str),
                 &name,
                 obj,
-                Subresource::Status,
+                subresource,
                 &WriteOptions::default(),
             )?
             .object)

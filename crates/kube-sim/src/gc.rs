@@ -728,7 +728,14 @@ mod tests {
         changed["data"]["a"] = json!("2");
         let updated = api.apply_object(&changed, "sim", false).unwrap();
         assert_eq!(updated["data"]["a"], "2");
-        let mut w = api.watch_objects("v1", "ConfigMap", Some("default"), &crate::api_server::WatchOptions::default()).unwrap();
+        let mut w = api
+            .watch_objects(
+                "v1",
+                "ConfigMap",
+                Some("default"),
+                &crate::api_server::WatchOptions::default(),
+            )
+            .unwrap();
         let first = futures::executor::block_on(futures::StreamExt::next(&mut w)).unwrap();
         assert_eq!(first.kind, "ADDED");
     }

@@ -125,16 +125,22 @@ fn objects() -> Vec<(Value, Option<Value>)> {
     let ms = format!("{md}-7d9f8");
     let mut out = vec![
         (
-            object(v(CAPI), "Cluster", CLUSTER, labels(&[]), json!({
-                "clusterNetwork": {
-                    "apiServerPort": 6443,
-                    "pods": {"cidrBlocks": ["192.168.0.0/16"]},
-                    "services": {"cidrBlocks": ["10.96.0.0/12"]},
-                },
-                "controlPlaneEndpoint": {"host": "10.0.0.10", "port": 6443},
-                "controlPlaneRef": reference(CONTROL_PLANE, "KubeadmControlPlane", &cp),
-                "infrastructureRef": reference(INFRA, "VSphereCluster", CLUSTER),
-            })),
+            object(
+                v(CAPI),
+                "Cluster",
+                CLUSTER,
+                labels(&[]),
+                json!({
+                    "clusterNetwork": {
+                        "apiServerPort": 6443,
+                        "pods": {"cidrBlocks": ["192.168.0.0/16"]},
+                        "services": {"cidrBlocks": ["10.96.0.0/12"]},
+                    },
+                    "controlPlaneEndpoint": {"host": "10.0.0.10", "port": 6443},
+                    "controlPlaneRef": reference(CONTROL_PLANE, "KubeadmControlPlane", &cp),
+                    "infrastructureRef": reference(INFRA, "VSphereCluster", CLUSTER),
+                }),
+            ),
             Some(json!({
                 "phase": "Provisioned",
                 "initialization": {"infrastructureProvisioned": true, "controlPlaneInitialized": true},
@@ -142,33 +148,57 @@ fn objects() -> Vec<(Value, Option<Value>)> {
             })),
         ),
         (
-            object(v(INFRA), "VSphereCluster", CLUSTER, labels(&[]), json!({
-                "server": "vcenter.example.com",
-                "thumbprint": "5D:01:06:63:55:9D:DF:FE:38:81:6E:2C:FA:71:BC:63:82:C5:16:51",
-                "controlPlaneEndpoint": {"host": "10.0.0.10", "port": 6443},
-                "identityRef": {"kind": "Secret", "name": "vsphere-credentials"},
-            })),
+            object(
+                v(INFRA),
+                "VSphereCluster",
+                CLUSTER,
+                labels(&[]),
+                json!({
+                    "server": "vcenter.example.com",
+                    "thumbprint": "5D:01:06:63:55:9D:DF:FE:38:81:6E:2C:FA:71:BC:63:82:C5:16:51",
+                    "controlPlaneEndpoint": {"host": "10.0.0.10", "port": 6443},
+                    "identityRef": {"kind": "Secret", "name": "vsphere-credentials"},
+                }),
+            ),
             None,
         ),
         (
-            object(v(INFRA), "VSphereMachineTemplate", &cp, labels(&[]), json!({
-                "template": {"spec": vm_spec(4, 8192)},
-            })),
+            object(
+                v(INFRA),
+                "VSphereMachineTemplate",
+                &cp,
+                labels(&[]),
+                json!({
+                    "template": {"spec": vm_spec(4, 8192)},
+                }),
+            ),
             None,
         ),
         (
-            object(v(INFRA), "VSphereMachineTemplate", &md, labels(&[]), json!({
-                "template": {"spec": vm_spec(8, 16384)},
-            })),
+            object(
+                v(INFRA),
+                "VSphereMachineTemplate",
+                &md,
+                labels(&[]),
+                json!({
+                    "template": {"spec": vm_spec(8, 16384)},
+                }),
+            ),
             None,
         ),
         (
-            object(v(CONTROL_PLANE), "KubeadmControlPlane", &cp, labels(&[]), json!({
-                "replicas": 3,
-                "version": VERSION,
-                "machineTemplate": {"spec": {"infrastructureRef": reference(INFRA, "VSphereMachineTemplate", &cp)}},
-                "kubeadmConfigSpec": kubeadm_config_spec(true),
-            })),
+            object(
+                v(CONTROL_PLANE),
+                "KubeadmControlPlane",
+                &cp,
+                labels(&[]),
+                json!({
+                    "replicas": 3,
+                    "version": VERSION,
+                    "machineTemplate": {"spec": {"infrastructureRef": reference(INFRA, "VSphereMachineTemplate", &cp)}},
+                    "kubeadmConfigSpec": kubeadm_config_spec(true),
+                }),
+            ),
             Some(json!({
                 "replicas": 3, "readyReplicas": 3, "availableReplicas": 3, "upToDateReplicas": 3,
                 "version": VERSION,
@@ -178,9 +208,15 @@ fn objects() -> Vec<(Value, Option<Value>)> {
             })),
         ),
         (
-            object(v(BOOTSTRAP), "KubeadmConfigTemplate", &md, labels(&[]), json!({
-                "template": {"spec": kubeadm_config_spec(false)},
-            })),
+            object(
+                v(BOOTSTRAP),
+                "KubeadmConfigTemplate",
+                &md,
+                labels(&[]),
+                json!({
+                    "template": {"spec": kubeadm_config_spec(false)},
+                }),
+            ),
             None,
         ),
     ];
@@ -200,48 +236,73 @@ fn objects() -> Vec<(Value, Option<Value>)> {
         "conditions": [condition("Available")],
     });
     out.push((
-        object(v(CAPI), "MachineDeployment", &md, labels(&[]), json!({
-            "clusterName": CLUSTER,
-            "replicas": 3,
-            "selector": selector,
-            "template": machine_template,
-        })),
+        object(
+            v(CAPI),
+            "MachineDeployment",
+            &md,
+            labels(&[]),
+            json!({
+                "clusterName": CLUSTER,
+                "replicas": 3,
+                "selector": selector,
+                "template": machine_template,
+            }),
+        ),
         Some(replica_status.clone()),
     ));
     out.push((
-        object(v(CAPI), "MachineSet", &ms, labels(&[("cluster.x-k8s.io/deployment-name", &md)]), json!({
-            "clusterName": CLUSTER,
-            "replicas": 3,
-            "selector": selector,
-            "template": machine_template,
-        })),
+        object(
+            v(CAPI),
+            "MachineSet",
+            &ms,
+            labels(&[("cluster.x-k8s.io/deployment-name", &md)]),
+            json!({
+                "clusterName": CLUSTER,
+                "replicas": 3,
+                "selector": selector,
+                "template": machine_template,
+            }),
+        ),
         Some(replica_status),
     ));
     out.push((
-        object(v(CAPI), "MachineHealthCheck", &cp, labels(&[]), json!({
-            "clusterName": CLUSTER,
-            "selector": {"matchLabels": labels(&[("cluster.x-k8s.io/control-plane", "")])},
-            "checks": {
-                "nodeStartupTimeoutSeconds": 600,
-                "unhealthyNodeConditions": [
-                    {"type": "Ready", "status": "False", "timeoutSeconds": 300},
-                    {"type": "Ready", "status": "Unknown", "timeoutSeconds": 300},
-                ],
-            },
-        })),
+        object(
+            v(CAPI),
+            "MachineHealthCheck",
+            &cp,
+            labels(&[]),
+            json!({
+                "clusterName": CLUSTER,
+                "selector": {"matchLabels": labels(&[("cluster.x-k8s.io/control-plane", "")])},
+                "checks": {
+                    "nodeStartupTimeoutSeconds": 600,
+                    "unhealthyNodeConditions": [
+                        {"type": "Ready", "status": "False", "timeoutSeconds": 300},
+                        {"type": "Ready", "status": "Unknown", "timeoutSeconds": 300},
+                    ],
+                },
+            }),
+        ),
         None,
     ));
 
     let machines = ["a1b2c", "d3e4f", "g5h6i"]
         .iter()
         .map(|s| (format!("{cp}-{s}"), true))
-        .chain(["j7k8l", "m9n0p", "q1r2s"].iter().map(|s| (format!("{ms}-{s}"), false)));
+        .chain(
+            ["j7k8l", "m9n0p", "q1r2s"]
+                .iter()
+                .map(|s| (format!("{ms}-{s}"), false)),
+        );
     for (i, (name, control_plane)) in machines.enumerate() {
         let ip = format!("10.0.0.{}", 20 + i);
         let role = if control_plane {
             labels(&[("cluster.x-k8s.io/control-plane", "")])
         } else {
-            labels(&[("cluster.x-k8s.io/deployment-name", &md), ("cluster.x-k8s.io/set-name", &ms)])
+            labels(&[
+                ("cluster.x-k8s.io/deployment-name", &md),
+                ("cluster.x-k8s.io/set-name", &ms),
+            ])
         };
         let (cpus, memory) = if control_plane { (4, 8192) } else { (8, 16384) };
         let provider_id = format!("vsphere://4203{i:04}-1c2d-3e4f-5a6b-7c8d9e0f1a2b");
@@ -281,7 +342,8 @@ fn objects() -> Vec<(Value, Option<Value>)> {
         ));
         let mut vm = vm_spec(cpus, memory);
         vm["biosUUID"] = json!(format!("4203{i:04}-1c2d-3e4f-5a6b-7c8d9e0f1a2b"));
-        vm["bootstrapRef"] = json!({"apiVersion": "v1", "kind": "Secret", "name": name, "namespace": NAMESPACE});
+        vm["bootstrapRef"] =
+            json!({"apiVersion": "v1", "kind": "Secret", "name": name, "namespace": NAMESPACE});
         out.push((
             object(v(INFRA), "VSphereVM", &name, role.clone(), vm),
             Some(json!({
@@ -293,7 +355,13 @@ fn objects() -> Vec<(Value, Option<Value>)> {
             })),
         ));
         out.push((
-            object(v(BOOTSTRAP), "KubeadmConfig", &name, role, kubeadm_config_spec(control_plane)),
+            object(
+                v(BOOTSTRAP),
+                "KubeadmConfig",
+                &name,
+                role,
+                kubeadm_config_spec(control_plane),
+            ),
             Some(json!({
                 "dataSecretName": name,
                 "initialization": {"dataSecretCreated": true},
@@ -301,21 +369,33 @@ fn objects() -> Vec<(Value, Option<Value>)> {
             })),
         ));
         out.push((
-            secret(&name, "cluster.x-k8s.io/secret", json!({"format": STANDARD.encode("cloud-config"), "value": blob(6000, i)})),
+            secret(
+                &name,
+                "cluster.x-k8s.io/secret",
+                json!({"format": STANDARD.encode("cloud-config"), "value": blob(6000, i)}),
+            ),
             None,
         ));
     }
     for (i, suffix) in ["ca", "etcd", "proxy", "sa"].iter().enumerate() {
         out.push((
-            secret(&format!("{CLUSTER}-{suffix}"), "cluster.x-k8s.io/secret", json!({
-                "tls.crt": blob(1100, 10 + i),
-                "tls.key": blob(1700, 20 + i),
-            })),
+            secret(
+                &format!("{CLUSTER}-{suffix}"),
+                "cluster.x-k8s.io/secret",
+                json!({
+                    "tls.crt": blob(1100, 10 + i),
+                    "tls.key": blob(1700, 20 + i),
+                }),
+            ),
             None,
         ));
     }
     out.push((
-        secret(&format!("{CLUSTER}-kubeconfig"), "cluster.x-k8s.io/secret", json!({"value": blob(5500, 30)})),
+        secret(
+            &format!("{CLUSTER}-kubeconfig"),
+            "cluster.x-k8s.io/secret",
+            json!({"value": blob(5500, 30)}),
+        ),
         None,
     ));
     out
@@ -325,7 +405,9 @@ fn objects() -> Vec<(Value, Option<Value>)> {
 /// objects.
 pub fn load(api: &Arc<ApiServer>) -> anyhow::Result<usize> {
     use anyhow::Context as _;
-    api.create_object(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}))?;
+    api.create_object(
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
+    )?;
     let objects = objects();
     let count = objects.len();
     for (object, status) in objects {

@@ -62,7 +62,10 @@ async fn collect_round(
             .await
             .with_context(|| format!("round {round}: {seen}/{watchers} watchers saw the write"))?
             .context("every watcher ended")?;
-        anyhow::ensure!(r == round, "watcher reported round {r} during round {round}");
+        anyhow::ensure!(
+            r == round,
+            "watcher reported round {r} during round {round}"
+        );
         out.push(at.saturating_duration_since(sent));
         seen += 1;
     }
@@ -142,7 +145,9 @@ async fn over_https(scale: &Scale, sim: &Sim) -> anyhow::Result<Latencies> {
 }
 
 async fn in_process(scale: &Scale, sim: &Sim) -> anyhow::Result<Latencies> {
-    let cluster = sim.add_cluster(ClusterOptions::new("fanout-inproc")).await?;
+    let cluster = sim
+        .add_cluster(ClusterOptions::new("fanout-inproc"))
+        .await?;
     let server = cluster.api();
     server.create_object(serde_json::json!({
         "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE},

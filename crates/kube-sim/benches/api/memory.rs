@@ -191,7 +191,9 @@ impl Server {
 
     /// Sends a command; returns the count it replied.
     async fn command(&mut self, command: &str) -> anyhow::Result<usize> {
-        self.stdin.write_all(format!("{command}\n").as_bytes()).await?;
+        self.stdin
+            .write_all(format!("{command}\n").as_bytes())
+            .await?;
         self.stdin.flush().await?;
         let reply = self.read_line().await?;
         match reply.split_once(' ') {

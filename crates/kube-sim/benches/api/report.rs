@@ -142,7 +142,10 @@ impl Report {
 
     /// Records a figure (flushed at once, so a later failure keeps it) and prints it.
     pub fn add(&mut self, figure: Figure) -> anyhow::Result<()> {
-        println!("  {:<58} {:>28}   [{}]", figure.figure, figure.display, figure.baseline);
+        println!(
+            "  {:<58} {:>28}   [{}]",
+            figure.figure, figure.display, figure.baseline
+        );
         self.seq += 1;
         let record = Record {
             section: SECTION,

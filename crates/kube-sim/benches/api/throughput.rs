@@ -105,11 +105,7 @@ where
 
 /// Runs `n` requests split across `clients` kube-rs clients (each with its own connection
 /// pool), all at once; returns requests per second.
-async fn concurrent<F, Fut>(
-    clients: &[Client],
-    n: usize,
-    request: F,
-) -> anyhow::Result<f64>
+async fn concurrent<F, Fut>(clients: &[Client], n: usize, request: F) -> anyhow::Result<f64>
 where
     F: Fn(Api<ConfigMap>, usize) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send,
@@ -157,7 +153,10 @@ pub async fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
         let mut latencies = Vec::with_capacity(n);
         for i in 0..n {
             let t = Instant::now();
-            created.push(api.create(&pp, &config_map(&format!("serial-{i}"), i)).await?);
+            created.push(
+                api.create(&pp, &config_map(&format!("serial-{i}"), i))
+                    .await?,
+            );
             latencies.push(t.elapsed());
         }
         Serial::new(start.elapsed(), latencies)
