@@ -5,7 +5,7 @@ Every benchmark writes JSON lines into target/bench/<section>.jsonl, one per fig
 
     {"section": "kube-sim", "section_title": "...", "order": 10, "seq": 1,
      "figure": "...", "display": "...", "baseline": "...", "command": "...",
-     "machine": {"nproc": 2, "memory_bytes": 25275817984, "cpu_model": "..."},
+     "machine": {"nproc": 2, "memory_bytes": 25275817984, "cpu_model": "...", "load_avg": 0.4},
      "date": "2025-01-31", "value": 1234.5, "unit": "objects/s", ...}
 
 or a note about the section's method (rendered under its table):
@@ -49,7 +49,11 @@ def cell(text):
 
 def machine(m):
     memory = m.get("memory_bytes", 0) / 2**30
-    return f"{m.get('nproc', '?')} CPU, {memory:.1f} GiB, {m.get('cpu_model', 'unknown')}"
+    text = f"{m.get('nproc', '?')} CPU, {memory:.1f} GiB, {m.get('cpu_model', 'unknown')}"
+    if "load_avg" in m:
+        # Other work on the machine skews timings; say how busy it was.
+        text += f", load {m['load_avg']:.1f} at start"
+    return text
 
 
 def render_section(name, records):

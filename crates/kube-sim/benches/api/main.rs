@@ -63,25 +63,25 @@ impl Scale {
         match name.as_str() {
             "" | "default" => Ok(Scale {
                 name: "default".into(),
-                serial: 2_000,
-                concurrent: 8_000,
+                serial: 5_000,
+                concurrent: 16_000,
                 clients: 16,
                 watchers: 1_000,
-                rounds: 20,
+                rounds: 50,
                 stored: 20_000,
                 idle_watches: 1_000,
                 clusters: 100,
             }),
             "full" => Ok(Scale {
                 name: "full".into(),
-                serial: 10_000,
-                concurrent: 40_000,
+                serial: 20_000,
+                concurrent: 64_000,
                 clients: 16,
                 watchers: 1_000,
-                rounds: 100,
-                stored: 50_000,
+                rounds: 200,
+                stored: 100_000,
                 idle_watches: 5_000,
-                clusters: 100,
+                clusters: 200,
             }),
             // Checks that every part works, in seconds; its figures mean little.
             "smoke" => Ok(Scale {

@@ -15,9 +15,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use futures::TryStreamExt as _;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, PostParams, WatchParams};
+use kube::api::{Api, ListParams, PostParams, WatchParams};
 use kube_sim::sim::{ClusterHandle, ClusterOptions, Sim};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, Lines};
@@ -308,23 +307,45 @@ async fn per_object_and_watch(report: &mut Report, scale: &Scale) -> anyhow::Res
     // Idle watches: one kube-rs client, so one HTTPS connection per watch (HTTP/1.1).
     let watch_client = client_from_kubeconfig(&server.kubeconfig).await?;
     create_namespace(&watch_client, "idle").await?;
+    // Watch from the list's resourceVersion, as an informer does after its initial list.
+    // (From "0" every watch start would also walk all stored ConfigMaps, which is not what this
+    // figure is about.)
+    let rv = Api::<ConfigMap>::namespaced(watch_client.clone(), "idle")
+        .list_metadata(&ListParams::default().limit(1))
+        .await?
+        .metadata
+        .resource_version
+        .context("list resourceVersion")?;
     let before = server.settled_rss().await?;
     let mut streams = Vec::with_capacity(scale.idle_watches);
     let mut opening = JoinSet::new();
     for _ in 0..scale.idle_watches {
         let api: Api<ConfigMap> = Api::namespaced(watch_client.clone(), "idle");
+        let rv = rv.clone();
         opening.spawn(async move {
-            let stream = api.watch(&WatchParams::default().timeout(290), "0").await?;
+            let stream = api.watch(&WatchParams::default().timeout(290), &rv).await?;
             anyhow::Ok(Box::pin(stream))
         });
     }
+    let opened = Instant::now();
+    let mut failed = Vec::new();
     while let Some(stream) = opening.join_next().await {
-        streams.push(stream??);
+        match stream? {
+            Ok(stream) => streams.push(stream),
+            Err(err) => failed.push(format!("{err:#}")),
+        }
     }
-    // Consume the initial events so every watch is idle (nothing buffered on either side).
-    for stream in &mut streams {
-        let _ = tokio::time::timeout(Duration::from_millis(1), stream.try_next()).await;
-    }
+    println!(
+        "  {} watches opened in {:.1} s, {} failed{}",
+        streams.len(),
+        opened.elapsed().as_secs_f64(),
+        failed.len(),
+        failed
+            .first()
+            .map(|e| format!(" (first: {e})"))
+            .unwrap_or_default()
+    );
+    anyhow::ensure!(failed.is_empty(), "{} watches failed to open", failed.len());
     let after = server.settled_rss().await?;
     let per_watch = (after - before) / scale.idle_watches as f64;
     report.add(Figure {

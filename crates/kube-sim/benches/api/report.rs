@@ -29,6 +29,9 @@ pub struct Machine {
     pub memory_bytes: u64,
     /// `model name` of /proc/cpuinfo.
     pub cpu_model: String,
+    /// The 1-minute load average when the run started: other work on the machine (parallel
+    /// builds) inflates latencies and lowers throughput.
+    pub load_avg: f64,
 }
 
 impl Machine {
@@ -51,10 +54,15 @@ impl Machine {
                     .map(|(_, v)| v.trim().to_owned())
             })
             .unwrap_or_else(|| "unknown".into());
+        let load_avg = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|text| text.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0.0);
         Machine {
             nproc,
             memory_bytes,
             cpu_model,
+            load_avg,
         }
     }
 }
@@ -197,7 +205,7 @@ pub fn thousands(value: f64) -> String {
     let digits = rounded.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

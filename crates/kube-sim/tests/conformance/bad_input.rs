@@ -309,3 +309,72 @@ async fn invalid_builtin_objects_are_422() {
         "{st:?}"
     );
 }
+
+#[tokio::test]
+async fn invalid_metadata_is_422_with_the_field() {
+    let s = TestServer::start().await;
+    let api: Api<ConfigMap> = s.default_ns();
+    let cases = [
+        (
+            json!({"name": "l1", "labels": {"ok": "not valid!"}}),
+            "metadata.labels",
+        ),
+        (
+            json!({"name": "l2", "labels": {"bad key!": "v"}}),
+            "metadata.labels",
+        ),
+        (
+            json!({"name": "a1", "annotations": {"big": "x".repeat(300 * 1024)}}),
+            "metadata.annotations",
+        ),
+        (
+            json!({"name": "o1", "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": ""}]}),
+            "metadata.ownerReferences.uid",
+        ),
+        (
+            json!({"name": "f1", "finalizers": ["not a finalizer"]}),
+            "metadata.finalizers",
+        ),
+    ];
+    for (meta, field) in cases {
+        let obj: ConfigMap = crate::support::from_json(json!({"metadata": meta}));
+        let st = expect_status(
+            api.create(&PostParams::default(), &obj).await,
+            422,
+            "Invalid",
+        );
+        assert!(
+            cause_fields(&st).iter().any(|f| f.starts_with(field)),
+            "expected a cause for {field}: {st:?}"
+        );
+    }
+    let names: Vec<_> = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
+    assert_eq!(names, [crate::support::ROOT_CA], "nothing was stored");
+}
+
+#[tokio::test]
+async fn future_resource_version_reads_time_out_as_too_large() {
+    let s = TestServer::start().await;
+    let api: Api<ConfigMap> = s.default_ns();
+    let st = api_error_of(
+        api.list(
+            &ListParams::default()
+                .at("99999999")
+                .matching(kube::api::VersionMatch::NotOlderThan),
+        )
+        .await,
+    );
+    assert_eq!((st.code, st.reason.as_str()), (504, "Timeout"), "{st:?}");
+    let causes = st.details.map(|d| d.causes).unwrap_or_default();
+    assert!(
+        causes.iter().any(|c| c.reason == "ResourceVersionTooLarge"),
+        "{causes:?}"
+    );
+}

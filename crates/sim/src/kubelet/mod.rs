@@ -1,0 +1,1 @@
+//! The node runtime of one workload cluster (work in progress).
