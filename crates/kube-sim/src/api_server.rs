@@ -490,26 +490,47 @@ fn validate_metadata(obj: &Value) -> Vec<Cause> {
         }
     }
     if let Some(refs) = meta.get("ownerReferences").and_then(Value::as_array) {
-        for (i, r) in refs.iter().enumerate() {
-            for f in ["apiVersion", "kind", "name", "uid"] {
-                if r[f].as_str().is_none_or(str::is_empty) {
+        // apimachinery's validateOwnerReference: paths carry no list index, and an empty
+        // field is "Invalid" with a message per field, not "Required".
+        for r in refs {
+            for (f, what) in [
+                ("apiVersion", "version"),
+                ("kind", "kind"),
+                ("name", "name"),
+                ("uid", "uid"),
+            ] {
+                let value = r[f].as_str().unwrap_or_default();
+                if value.is_empty() {
                     causes.push(cause(
-                        &format!("metadata.ownerReferences[{i}].{f}"),
-                        "FieldValueRequired",
-                        "Required value".into(),
+                        &format!("metadata.ownerReferences.{f}"),
+                        "FieldValueInvalid",
+                        format!("Invalid value: {value:?}: {what} must not be empty"),
                     ));
                 }
             }
         }
     }
-    if let Some(f) = meta.get("finalizers").filter(|f| !f.is_null())
-        && !f.as_array().is_some_and(|a| a.iter().all(Value::is_string))
-    {
-        causes.push(cause(
-            "metadata.finalizers",
-            "FieldValueTypeMismatch",
-            "Invalid value: must be a list of strings".into(),
-        ));
+    if let Some(f) = meta.get("finalizers").filter(|f| !f.is_null()) {
+        match f.as_array().filter(|a| a.iter().all(Value::is_string)) {
+            None => causes.push(cause(
+                "metadata.finalizers",
+                "FieldValueTypeMismatch",
+                "Invalid value: must be a list of strings".into(),
+            )),
+            // apimachinery's ValidateFinalizerName: each finalizer is a qualified name; the
+            // path carries no list index.
+            Some(names) => {
+                for name in names.iter().filter_map(Value::as_str) {
+                    if let Some(msg) = qualified_name_error(name) {
+                        causes.push(cause(
+                            "metadata.finalizers",
+                            "FieldValueInvalid",
+                            format!("Invalid value: {name:?}: {msg}"),
+                        ));
+                    }
+                }
+            }
+        }
     }
     causes
 }
@@ -965,14 +986,16 @@ impl ApiServer {
                     rv,
                 )
             } else {
-                (ts.objects().clone(), rv)
+                (ts.clone_objects(filter.namespace.as_deref()), rv)
             }
         } else {
             match (
                 rv_param,
                 opts.resource_version_match.as_deref().unwrap_or(""),
             ) {
-                ("", "") | ("0", "") | ("0", "NotOlderThan") => (ts.objects().clone(), current),
+                ("", "") | ("0", "") | ("0", "NotOlderThan") => {
+                    (ts.clone_objects(filter.namespace.as_deref()), current)
+                }
                 ("", m) => {
                     return Err(ApiError::BadRequest(format!(
                         "resourceVersionMatch {m:?} is forbidden unless resourceVersion is provided"
@@ -1003,7 +1026,7 @@ impl ApiServer {
                             "Too large resource version: {rv}, current: {current}"
                         )));
                     }
-                    (ts.objects().clone(), current)
+                    (ts.clone_objects(filter.namespace.as_deref()), current)
                 }
                 (_, m) => {
                     return Err(ApiError::BadRequest(format!(
@@ -1112,8 +1135,8 @@ impl ApiServer {
                 .type_store(&key)
                 .ok_or_else(|| Self::not_found(&t, ""))?;
             let mut initial: Vec<WatchEvent> = ts
-                .objects()
-                .values()
+                .objects_in(filter.namespace.as_deref())
+                .map(|(_, o)| o)
                 .filter(|o| filter.matches(o))
                 .map(|o| WatchEvent {
                     kind: "ADDED".into(),

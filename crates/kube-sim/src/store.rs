@@ -97,6 +97,34 @@ impl TypeStore {
         &self.objects
     }
 
+    /// The objects of one namespace (all objects for `None`), in key order. A namespaced
+    /// request walks only its own key range, so a busy namespace does not slow down the
+    /// lists and watches of another.
+    pub fn objects_in<'a>(
+        &'a self,
+        namespace: Option<&'a str>,
+    ) -> Box<dyn Iterator<Item = (&'a ObjKey, &'a Arc<Value>)> + 'a> {
+        match namespace {
+            None => Box::new(self.objects.iter()),
+            Some(ns) => Box::new(
+                self.objects
+                    .range((ns.to_owned(), String::new())..)
+                    .take_while(move |(key, _)| key.0 == ns),
+            ),
+        }
+    }
+
+    /// A copy of the objects of one namespace (all for `None`): the snapshot a list reads.
+    pub fn clone_objects(&self, namespace: Option<&str>) -> BTreeMap<ObjKey, Arc<Value>> {
+        match namespace {
+            None => self.objects.clone(),
+            Some(_) => self
+                .objects_in(namespace)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+
     /// Objects as they were at resourceVersion `rv`.
     pub fn snapshot_at(&self, rv: u64) -> Result<BTreeMap<ObjKey, Arc<Value>>, TooOld> {
         if rv < self.complete_after {

@@ -1,7 +1,17 @@
-//! The simulated world behind `fledge-sim`: workload clusters' node runtime and (to come) the
-//! Cluster API and vSphere controllers.
+//! The simulated world behind `fledge-sim`: a management cluster with Cluster API v1.14 and the
+//! vSphere provider "installed", simulated controllers that behave like the upstream ones,
+//! simulated VMs that become Nodes of new simulated workload clusters, and a node runtime.
 //!
-//! Note for the world helper: this minimal file was created by the kubelet helper; extend it with
-//! the other modules (`world`, `controllers`, `clock`, ...).
+//! - [`world`]: [`world::World`], the clusters and the VM runtime (kubelet registration).
+//! - [`providers`]: CRDs, provider Deployments and inventory; providers gate controllers.
+//! - [`controllers`]: the per-cluster controller host and one module per kind.
+//! - [`vsphere`]: the simulated vCenter.
+//! - [`kubelet`]: the node runtime of workload clusters (Pods, the real agent).
+//! - [`clock`]: the speed factor applied to every simulated delay.
 
+pub mod clock;
+pub mod controllers;
 pub mod kubelet;
+pub mod providers;
+pub mod vsphere;
+pub mod world;

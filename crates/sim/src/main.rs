@@ -10,12 +10,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use kube_sim::sim::{ClusterOptions, Sim};
+use fledge_sim::clock::Speed;
+use fledge_sim::world::{MANAGEMENT_CLUSTER, World, WorldConfig};
 use tracing::{Instrument as _, info, info_span, warn};
 use tracing_subscriber::EnvFilter;
-
-/// The name of the management cluster (its kubeconfig entries and PKI directory).
-const MANAGEMENT_CLUSTER: &str = "management";
 
 /// How long shutting down may take before the process exits anyway.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
@@ -50,11 +48,21 @@ struct ServeArgs {
     #[arg(long)]
     state_dir: PathBuf,
 
-    /// Run only the API server, without the simulated Cluster API controllers. The controllers do
-    /// not exist yet, so today both modes serve the same API. What a real control plane always
-    /// does (garbage collection, namespace deletion, ServiceAccount tokens) runs either way.
+    /// Run only the API server: no providers installed, no simulated Cluster API controllers,
+    /// no workload clusters. What a real control plane always does (garbage collection,
+    /// namespace deletion, ServiceAccount tokens) runs either way.
     #[arg(long)]
     no_controllers: bool,
+
+    /// How much faster than real life the world runs: every simulated delay (VM clone, boot,
+    /// pod start) is divided by this factor.
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+
+    /// The `fledge-agent` binary run for agent containers (default: `fledge-agent` next to
+    /// `fledge-sim`).
+    #[arg(long)]
+    agent_bin: Option<PathBuf>,
 
     /// Past events per resource type a watch can resume from; older resourceVersions get 410 Gone.
     #[arg(long, default_value_t = 1000)]
@@ -89,14 +97,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Handlers go in before the kubeconfig announces readiness, so an early SIGTERM is not fatal.
     let mut shutdown = ShutdownSignal::install().context("installing signal handlers")?;
 
-    let sim = Sim::with_state_dir(&args.state_dir);
-    let options = ClusterOptions::new(MANAGEMENT_CLUSTER)
-        .listen(args.listen)
-        .watch_history(args.watch_history);
-    let cluster = sim
-        .add_cluster(options)
+    let agent_bin = match args.agent_bin {
+        Some(path) => path,
+        None => std::env::current_exe()
+            .context("locating fledge-sim")?
+            .with_file_name("fledge-agent"),
+    };
+    let config = WorldConfig {
+        state_dir: args.state_dir.clone(),
+        speed: Speed(args.speed),
+        agent_bin,
+        controllers: !args.no_controllers,
+        listen: args.listen,
+        watch_history: args.watch_history,
+    };
+    let world = World::start(config)
         .await
         .context("starting the management cluster")?;
+    let cluster = world.management().clone();
     cluster
         .admin_kubeconfig()
         .write_atomic(&kubeconfig_path)
@@ -111,7 +129,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let signal = shutdown.recv().await;
     info!(signal, "Shutting down");
     remove_if_present(&kubeconfig_path)?;
-    if tokio::time::timeout(SHUTDOWN_DEADLINE, sim.shutdown())
+    if tokio::time::timeout(SHUTDOWN_DEADLINE, world.shutdown())
         .await
         .is_err()
     {

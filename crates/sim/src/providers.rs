@@ -16,24 +16,78 @@ use tracing::info;
 
 /// The trimmed CRDs, by file name.
 pub const CRDS: &[(&str, &str)] = &[
-    ("bootstrap.cluster.x-k8s.io_kubeadmconfigs.yaml", include_str!("../crds/bootstrap.cluster.x-k8s.io_kubeadmconfigs.yaml")),
-    ("bootstrap.cluster.x-k8s.io_kubeadmconfigtemplates.yaml", include_str!("../crds/bootstrap.cluster.x-k8s.io_kubeadmconfigtemplates.yaml")),
-    ("cluster.x-k8s.io_clusters.yaml", include_str!("../crds/cluster.x-k8s.io_clusters.yaml")),
-    ("cluster.x-k8s.io_machinedeployments.yaml", include_str!("../crds/cluster.x-k8s.io_machinedeployments.yaml")),
-    ("cluster.x-k8s.io_machinehealthchecks.yaml", include_str!("../crds/cluster.x-k8s.io_machinehealthchecks.yaml")),
-    ("cluster.x-k8s.io_machines.yaml", include_str!("../crds/cluster.x-k8s.io_machines.yaml")),
-    ("cluster.x-k8s.io_machinesets.yaml", include_str!("../crds/cluster.x-k8s.io_machinesets.yaml")),
-    ("clusterctl.cluster.x-k8s.io_providers.yaml", include_str!("../crds/clusterctl.cluster.x-k8s.io_providers.yaml")),
-    ("controlplane.cluster.x-k8s.io_kubeadmcontrolplanes.yaml", include_str!("../crds/controlplane.cluster.x-k8s.io_kubeadmcontrolplanes.yaml")),
-    ("helm.toolkit.fluxcd.io_helmreleases.yaml", include_str!("../crds/helm.toolkit.fluxcd.io_helmreleases.yaml")),
-    ("infrastructure.cluster.x-k8s.io_vsphereclusteridentities.yaml", include_str!("../crds/infrastructure.cluster.x-k8s.io_vsphereclusteridentities.yaml")),
-    ("infrastructure.cluster.x-k8s.io_vsphereclusters.yaml", include_str!("../crds/infrastructure.cluster.x-k8s.io_vsphereclusters.yaml")),
-    ("infrastructure.cluster.x-k8s.io_vspheremachines.yaml", include_str!("../crds/infrastructure.cluster.x-k8s.io_vspheremachines.yaml")),
-    ("infrastructure.cluster.x-k8s.io_vspheremachinetemplates.yaml", include_str!("../crds/infrastructure.cluster.x-k8s.io_vspheremachinetemplates.yaml")),
-    ("infrastructure.cluster.x-k8s.io_vspherevms.yaml", include_str!("../crds/infrastructure.cluster.x-k8s.io_vspherevms.yaml")),
-    ("source.toolkit.fluxcd.io_helmcharts.yaml", include_str!("../crds/source.toolkit.fluxcd.io_helmcharts.yaml")),
-    ("source.toolkit.fluxcd.io_helmrepositories.yaml", include_str!("../crds/source.toolkit.fluxcd.io_helmrepositories.yaml")),
-    ("source.toolkit.fluxcd.io_ocirepositories.yaml", include_str!("../crds/source.toolkit.fluxcd.io_ocirepositories.yaml")),
+    (
+        "bootstrap.cluster.x-k8s.io_kubeadmconfigs.yaml",
+        include_str!("../crds/bootstrap.cluster.x-k8s.io_kubeadmconfigs.yaml"),
+    ),
+    (
+        "bootstrap.cluster.x-k8s.io_kubeadmconfigtemplates.yaml",
+        include_str!("../crds/bootstrap.cluster.x-k8s.io_kubeadmconfigtemplates.yaml"),
+    ),
+    (
+        "cluster.x-k8s.io_clusters.yaml",
+        include_str!("../crds/cluster.x-k8s.io_clusters.yaml"),
+    ),
+    (
+        "cluster.x-k8s.io_machinedeployments.yaml",
+        include_str!("../crds/cluster.x-k8s.io_machinedeployments.yaml"),
+    ),
+    (
+        "cluster.x-k8s.io_machinehealthchecks.yaml",
+        include_str!("../crds/cluster.x-k8s.io_machinehealthchecks.yaml"),
+    ),
+    (
+        "cluster.x-k8s.io_machines.yaml",
+        include_str!("../crds/cluster.x-k8s.io_machines.yaml"),
+    ),
+    (
+        "cluster.x-k8s.io_machinesets.yaml",
+        include_str!("../crds/cluster.x-k8s.io_machinesets.yaml"),
+    ),
+    (
+        "clusterctl.cluster.x-k8s.io_providers.yaml",
+        include_str!("../crds/clusterctl.cluster.x-k8s.io_providers.yaml"),
+    ),
+    (
+        "controlplane.cluster.x-k8s.io_kubeadmcontrolplanes.yaml",
+        include_str!("../crds/controlplane.cluster.x-k8s.io_kubeadmcontrolplanes.yaml"),
+    ),
+    (
+        "helm.toolkit.fluxcd.io_helmreleases.yaml",
+        include_str!("../crds/helm.toolkit.fluxcd.io_helmreleases.yaml"),
+    ),
+    (
+        "infrastructure.cluster.x-k8s.io_vsphereclusteridentities.yaml",
+        include_str!("../crds/infrastructure.cluster.x-k8s.io_vsphereclusteridentities.yaml"),
+    ),
+    (
+        "infrastructure.cluster.x-k8s.io_vsphereclusters.yaml",
+        include_str!("../crds/infrastructure.cluster.x-k8s.io_vsphereclusters.yaml"),
+    ),
+    (
+        "infrastructure.cluster.x-k8s.io_vspheremachines.yaml",
+        include_str!("../crds/infrastructure.cluster.x-k8s.io_vspheremachines.yaml"),
+    ),
+    (
+        "infrastructure.cluster.x-k8s.io_vspheremachinetemplates.yaml",
+        include_str!("../crds/infrastructure.cluster.x-k8s.io_vspheremachinetemplates.yaml"),
+    ),
+    (
+        "infrastructure.cluster.x-k8s.io_vspherevms.yaml",
+        include_str!("../crds/infrastructure.cluster.x-k8s.io_vspherevms.yaml"),
+    ),
+    (
+        "source.toolkit.fluxcd.io_helmcharts.yaml",
+        include_str!("../crds/source.toolkit.fluxcd.io_helmcharts.yaml"),
+    ),
+    (
+        "source.toolkit.fluxcd.io_helmrepositories.yaml",
+        include_str!("../crds/source.toolkit.fluxcd.io_helmrepositories.yaml"),
+    ),
+    (
+        "source.toolkit.fluxcd.io_ocirepositories.yaml",
+        include_str!("../crds/source.toolkit.fluxcd.io_ocirepositories.yaml"),
+    ),
 ];
 
 /// CAPI core version the world installs.
@@ -132,7 +186,7 @@ pub enum InstallError {
         what: String,
         /// The API error.
         #[source]
-        source: kube_sim::ApiError,
+        source: Box<kube_sim::ApiError>,
     },
 }
 
@@ -220,9 +274,15 @@ fn create_or_keep(api: &ApiServer, obj: Value) -> Result<Value, InstallError> {
                 ns,
                 obj["metadata"]["name"].as_str().unwrap_or_default(),
             )
-            .map_err(|source| InstallError::Api { what, source })
+            .map_err(|source| InstallError::Api {
+                what,
+                source: Box::new(source),
+            })
         }
-        Err(source) => Err(InstallError::Api { what, source }),
+        Err(source) => Err(InstallError::Api {
+            what,
+            source: Box::new(source),
+        }),
     }
 }
 
@@ -294,7 +354,11 @@ pub fn install_management_providers(api: &ApiServer) -> Result<(), InstallError>
                 "version": p.version,
             }),
         )?;
-        info!(provider = p.inventory_name, namespace = p.namespace, "Installed provider");
+        info!(
+            provider = p.inventory_name,
+            namespace = p.namespace,
+            "Installed provider"
+        );
     }
     Ok(())
 }
@@ -327,7 +391,10 @@ pub fn mark_available(api: &ApiServer, mut deployment: Value) -> Result<(), Inst
     );
     api.update_object_status(deployment)
         .map(|_| ())
-        .map_err(|source| InstallError::Api { what, source })
+        .map_err(|source| InstallError::Api {
+            what,
+            source: Box::new(source),
+        })
 }
 
 #[cfg(test)]
@@ -337,12 +404,27 @@ mod tests {
     #[test]
     fn recognizes_upstream_images() {
         let cases = [
-            ("registry.k8s.io/cluster-api/cluster-api-controller:v1.14.1", Some(Provider::Core)),
-            ("my.registry:5000/mirror/kubeadm-bootstrap-controller:v1.14.0", Some(Provider::KubeadmBootstrap)),
-            ("registry.k8s.io/cluster-api/kubeadm-control-plane-controller@sha256:ab", Some(Provider::KubeadmControlPlane)),
+            (
+                "registry.k8s.io/cluster-api/cluster-api-controller:v1.14.1",
+                Some(Provider::Core),
+            ),
+            (
+                "my.registry:5000/mirror/kubeadm-bootstrap-controller:v1.14.0",
+                Some(Provider::KubeadmBootstrap),
+            ),
+            (
+                "registry.k8s.io/cluster-api/kubeadm-control-plane-controller@sha256:ab",
+                Some(Provider::KubeadmControlPlane),
+            ),
             ("example.com/capv-manager:v1.17.0", Some(Provider::Vsphere)),
-            ("gcr.io/cluster-api-provider-vsphere/release/manager:v1.5.0", Some(Provider::Vsphere)),
-            ("ghcr.io/fluxcd/helm-controller:v1.3.0", Some(Provider::FluxHelm)),
+            (
+                "gcr.io/cluster-api-provider-vsphere/release/manager:v1.5.0",
+                Some(Provider::Vsphere),
+            ),
+            (
+                "ghcr.io/fluxcd/helm-controller:v1.3.0",
+                Some(Provider::FluxHelm),
+            ),
             ("ghcr.io/fledge-dev/fledge-agent:0.1.0", None),
             ("nginx", None),
         ];

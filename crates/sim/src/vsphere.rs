@@ -27,12 +27,17 @@ pub struct VmSpec {
     pub name: String,
     /// The CAPI Cluster's name.
     pub cluster: String,
+    /// The kube-sim cluster holding the CAPI objects that asked for the VM (where the world
+    /// writes the workload cluster's Secrets when this VM initializes it).
+    pub host: String,
     /// Whether the bootstrap data runs `kubeadm init` (the first control-plane machine).
     pub init: bool,
     /// Whether the machine is a control-plane machine.
     pub control_plane: bool,
     /// Kubernetes version of the kubelet.
     pub version: String,
+    /// The Node's taints.
+    pub taints: Vec<serde_json::Value>,
     /// vCPUs.
     pub cpus: u64,
     /// Memory in MiB.
@@ -151,7 +156,10 @@ impl VCenter {
             return Ok(vm.status(now));
         }
         {
-            let mut failing = self.failing_clones.lock().unwrap_or_else(|p| p.into_inner());
+            let mut failing = self
+                .failing_clones
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             let cluster_key = format!("{}/{}", spec.namespace, spec.cluster);
             if let Some(n) = failing.get_mut(&cluster_key).filter(|n| **n > 0) {
                 *n -= 1;
@@ -242,9 +250,11 @@ mod tests {
             namespace: "ns".into(),
             name: name.into(),
             cluster: "c".into(),
+            host: "management".into(),
             init: false,
             control_plane: false,
             version: "v1.32.4".into(),
+            taints: Vec::new(),
             cpus: 2,
             memory_mib: 4096,
             disk_gib: 40,

@@ -362,14 +362,20 @@ async fn invalid_metadata_is_422_with_the_field() {
 #[tokio::test]
 async fn future_resource_version_reads_time_out_as_too_large() {
     let s = TestServer::start().await;
-    let api: Api<ConfigMap> = s.default_ns();
+    // kube-rs retries 504s (with Retry-After) by default; look at the answer itself.
+    let kc = kube::config::Kubeconfig::read_from(s.kubeconfig()).unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    config.default_retry = false;
+    let api: Api<ConfigMap> = Api::namespaced(kube::Client::try_from(config).unwrap(), "default");
+    // kube-apiserver waits briefly for the resourceVersion, then answers 504.
+    let lp = ListParams::default()
+        .at("99999999")
+        .matching(kube::api::VersionMatch::NotOlderThan);
+    let read = api.list(&lp);
     let st = api_error_of(
-        api.list(
-            &ListParams::default()
-                .at("99999999")
-                .matching(kube::api::VersionMatch::NotOlderThan),
-        )
-        .await,
+        crate::support::within("the too-large resourceVersion to be refused", read).await,
     );
     assert_eq!((st.code, st.reason.as_str()), (504, "Timeout"), "{st:?}");
     let causes = st.details.map(|d| d.causes).unwrap_or_default();

@@ -90,6 +90,11 @@ impl TestServer {
         self.handle.start_serving().await.expect("serve again");
     }
 
+    /// The admin kubeconfig file.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
     /// A new client with its own connection pool (e.g. a second leader-election candidate).
     pub async fn new_client(&self) -> Client {
         client_for(&self.kubeconfig).await

@@ -178,7 +178,12 @@ pub fn get(
     namespace: &str,
     name: &str,
 ) -> Result<Option<Value>> {
-    match api.get_object(api_version, kind, Some(namespace).filter(|n| !n.is_empty()), name) {
+    match api.get_object(
+        api_version,
+        kind,
+        Some(namespace).filter(|n| !n.is_empty()),
+        name,
+    ) {
         Ok(mut o) => {
             o["apiVersion"] = json!(api_version);
             o["kind"] = json!(kind);
@@ -190,7 +195,13 @@ pub fn get(
 }
 
 /// Deletes an object (background propagation); a missing object is fine.
-pub fn delete(api: &ApiServer, api_version: &str, kind: &str, namespace: &str, name: &str) -> Result {
+pub fn delete(
+    api: &ApiServer,
+    api_version: &str,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> Result {
     match api.delete_object(
         api_version,
         kind,
@@ -266,7 +277,10 @@ impl Cond {
 /// status did not change (as upstream's condition setters do).
 pub fn set_conditions(status: &mut Value, old_status: &Value, generation: &Value, conds: &[Cond]) {
     let now = kube_sim::api_server::now_rfc3339();
-    let old: Vec<Value> = old_status["conditions"].as_array().cloned().unwrap_or_default();
+    let old: Vec<Value> = old_status["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let out: Vec<Value> = conds
         .iter()
         .map(|c| {
@@ -335,7 +349,12 @@ fn log_err(controller: &str, o: &Value, r: Result) {
 
 /// One reconcile pass over every object whose provider is in `providers`; returns when the
 /// next pass is due at the latest (a pending simulated delay), if any.
-pub fn pass(world: &Arc<World>, api: &ApiServer, host: &str, providers: &ProviderSet) -> Option<Instant> {
+pub fn pass(
+    world: &Arc<World>,
+    api: &ApiServer,
+    host: &str,
+    providers: &ProviderSet,
+) -> Option<Instant> {
     let clusters = list(api, CAPI, "Cluster", None)
         .into_iter()
         .map(|c| ((ns(&c).to_owned(), name(&c).to_owned()), c))
@@ -348,25 +367,46 @@ pub fn pass(world: &Arc<World>, api: &ApiServer, host: &str, providers: &Provide
         clusters,
     };
     let had_error = Cell::new(false);
-    let run = |controller: &str, kind_api: &str, kind: &str, f: &dyn Fn(&Ctx<'_>, &Value) -> Result| {
-        for o in list(api, kind_api, kind, None) {
-            let r = f(&ctx, &o);
-            if r.is_err() {
-                had_error.set(true);
+    let run =
+        |controller: &str, kind_api: &str, kind: &str, f: &dyn Fn(&Ctx<'_>, &Value) -> Result| {
+            for o in list(api, kind_api, kind, None) {
+                let r = f(&ctx, &o);
+                if r.is_err() {
+                    had_error.set(true);
+                }
+                log_err(controller, &o, r);
             }
-            log_err(controller, &o, r);
-        }
-    };
+        };
     if providers.contains(&Provider::Vsphere) {
-        run("vspherecluster", INFRA, "VSphereCluster", &vsphere::reconcile_cluster);
-        run("vspheremachine", INFRA, "VSphereMachine", &vsphere::reconcile_machine);
+        run(
+            "vspherecluster",
+            INFRA,
+            "VSphereCluster",
+            &vsphere::reconcile_cluster,
+        );
+        run(
+            "vspheremachine",
+            INFRA,
+            "VSphereMachine",
+            &vsphere::reconcile_machine,
+        );
         run("vspherevm", INFRA, "VSphereVM", &vsphere::reconcile_vm);
     }
     if providers.contains(&Provider::KubeadmBootstrap) {
-        run("kubeadmconfig", BOOTSTRAP, "KubeadmConfig", &kubeadm_config::reconcile);
+        run(
+            "kubeadmconfig",
+            BOOTSTRAP,
+            "KubeadmConfig",
+            &kubeadm_config::reconcile,
+        );
     }
     if providers.contains(&Provider::KubeadmControlPlane) {
-        run("kubeadmcontrolplane", CONTROLPLANE, "KubeadmControlPlane", &kcp::reconcile);
+        run(
+            "kubeadmcontrolplane",
+            CONTROLPLANE,
+            "KubeadmControlPlane",
+            &kcp::reconcile,
+        );
     }
     if providers.contains(&Provider::Core) {
         run("machine", CAPI, "Machine", &machine::reconcile);
@@ -395,7 +435,11 @@ const WATCHED: &[(&str, &str)] = &[
 
 /// The controller host of one cluster: observes which providers are available there and runs
 /// their controllers while they are, until `shutdown` turns true.
-pub async fn run_host(world: Arc<World>, cluster: ClusterHandle, mut shutdown: watch::Receiver<bool>) {
+pub async fn run_host(
+    world: Arc<World>,
+    cluster: ClusterHandle,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let api = cluster.api();
     let host = cluster.name().to_owned();
     let wake = Arc::new(Notify::new());
@@ -411,7 +455,9 @@ pub async fn run_host(world: Arc<World>, cluster: ClusterHandle, mut shutdown: w
                 if *shutdown.borrow() {
                     return;
                 }
-                if let Ok(mut stream) = api.watch_objects(api_version, kind, None, &WatchOptions::default()) {
+                if let Ok(mut stream) =
+                    api.watch_objects(api_version, kind, None, &WatchOptions::default())
+                {
                     loop {
                         tokio::select! {
                             ev = stream.next() => match ev {
@@ -442,6 +488,7 @@ pub async fn run_host(world: Arc<World>, cluster: ClusterHandle, mut shutdown: w
             info!(cluster = %host, ?started, ?stopped, "Provider controllers changed");
             running = providers;
         }
+        world.set_running_providers(&host, running.clone());
         let next = if running.is_empty() {
             None
         } else {

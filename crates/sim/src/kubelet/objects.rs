@@ -38,15 +38,6 @@ pub(crate) fn controller_uid(obj: &Value) -> Option<&str> {
         .and_then(|r| r["uid"].as_str())
 }
 
-/// The kind of the object's controller.
-pub(crate) fn controller_kind(obj: &Value) -> Option<&str> {
-    obj["metadata"]["ownerReferences"]
-        .as_array()?
-        .iter()
-        .find(|r| r["controller"] == true)
-        .and_then(|r| r["kind"].as_str())
-}
-
 /// A controller owner reference to `owner`.
 pub(crate) fn controller_ref(owner: &Value, api_version: &str, kind: &str) -> Value {
     json!({
@@ -83,9 +74,10 @@ pub(crate) fn string_map(v: &Value) -> BTreeMap<String, String> {
 /// Whether `labels` satisfy a `LabelSelector` (`matchLabels` and `matchExpressions`). An empty
 /// selector matches everything, as for workloads.
 pub(crate) fn selector_matches(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
-    let labels_ok = selector["matchLabels"]
-        .as_object()
-        .is_none_or(|m| m.iter().all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str()));
+    let labels_ok = selector["matchLabels"].as_object().is_none_or(|m| {
+        m.iter()
+            .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str())
+    });
     let exprs_ok = selector["matchExpressions"].as_array().is_none_or(|es| {
         es.iter().all(|e| {
             expression_matches(
@@ -117,8 +109,12 @@ pub(crate) fn expression_matches(
         "NotIn" => value.is_none_or(|v| !values.contains(&v.as_str())),
         "Exists" => value.is_some(),
         "DoesNotExist" => value.is_none(),
-        "Gt" => matches!((value.and_then(|v| number(v)), values.first().and_then(|s| number(s))), (Some(a), Some(b)) if a > b),
-        "Lt" => matches!((value.and_then(|v| number(v)), values.first().and_then(|s| number(s))), (Some(a), Some(b)) if a < b),
+        "Gt" => {
+            matches!((value.and_then(|v| number(v)), values.first().and_then(|s| number(s))), (Some(a), Some(b)) if a > b)
+        }
+        "Lt" => {
+            matches!((value.and_then(|v| number(v)), values.first().and_then(|s| number(s))), (Some(a), Some(b)) if a < b)
+        }
         _ => false,
     }
 }
@@ -147,7 +143,9 @@ pub(crate) fn conditions_with_times(old: &Value, new: Vec<Value>, now: &str) -> 
             let prev = old.and_then(|o| o.iter().find(|p| p["type"] == c["type"]));
             let same_status = prev.is_some_and(|p| p["status"] == c["status"]);
             let same_all = prev.is_some_and(|p| {
-                p["status"] == c["status"] && p["reason"] == c["reason"] && p["message"] == c["message"]
+                p["status"] == c["status"]
+                    && p["reason"] == c["reason"]
+                    && p["message"] == c["message"]
             });
             if let Some(m) = c.as_object_mut() {
                 let pick = |field: &str, keep: bool| match prev {
@@ -155,7 +153,10 @@ pub(crate) fn conditions_with_times(old: &Value, new: Vec<Value>, now: &str) -> 
                     _ => json!(now),
                 };
                 if m.contains_key("lastTransitionTime") {
-                    m.insert("lastTransitionTime".into(), pick("lastTransitionTime", same_status));
+                    m.insert(
+                        "lastTransitionTime".into(),
+                        pick("lastTransitionTime", same_status),
+                    );
                 }
                 if m.contains_key("lastUpdateTime") {
                     m.insert("lastUpdateTime".into(), pick("lastUpdateTime", same_all));
@@ -171,7 +172,10 @@ pub(crate) fn conditions_with_times(old: &Value, new: Vec<Value>, now: &str) -> 
 pub(crate) fn cond(kind: &str, status: bool, reason: &str, message: &str) -> Value {
     let mut m = Map::new();
     m.insert("type".into(), json!(kind));
-    m.insert("status".into(), json!(if status { "True" } else { "False" }));
+    m.insert(
+        "status".into(),
+        json!(if status { "True" } else { "False" }),
+    );
     if !reason.is_empty() {
         m.insert("reason".into(), json!(reason));
     }
@@ -230,12 +234,20 @@ mod tests {
 
     #[test]
     fn selectors_match_labels_and_expressions() {
-        let labels: BTreeMap<String, String> =
-            [("app".to_owned(), "a".to_owned()), ("tier".to_owned(), "web".to_owned())]
-                .into_iter()
-                .collect();
-        assert!(selector_matches(&json!({"matchLabels": {"app": "a"}}), &labels));
-        assert!(!selector_matches(&json!({"matchLabels": {"app": "b"}}), &labels));
+        let labels: BTreeMap<String, String> = [
+            ("app".to_owned(), "a".to_owned()),
+            ("tier".to_owned(), "web".to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        assert!(selector_matches(
+            &json!({"matchLabels": {"app": "a"}}),
+            &labels
+        ));
+        assert!(!selector_matches(
+            &json!({"matchLabels": {"app": "b"}}),
+            &labels
+        ));
         assert!(selector_matches(
             &json!({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["web"]}]}),
             &labels
@@ -257,7 +269,10 @@ mod tests {
     fn template_hashes_are_safe_and_stable() {
         let a = template_hash(&json!({"spec": {"containers": []}}), None);
         assert_eq!(a, template_hash(&json!({"spec": {"containers": []}}), None));
-        assert_ne!(a, template_hash(&json!({"spec": {"containers": []}}), Some(1)));
+        assert_ne!(
+            a,
+            template_hash(&json!({"spec": {"containers": []}}), Some(1))
+        );
         assert!(a.chars().all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)));
     }
 }

@@ -33,7 +33,10 @@ pub(crate) fn tolerates(toleration: &Value, taint: &Value) -> bool {
 
 /// The Node's `NoSchedule`/`NoExecute` taints that none of `tolerations` tolerate.
 pub(crate) fn untolerated_taints<'a>(node: &'a Value, tolerations: &Value) -> Vec<&'a Value> {
-    let tolerations = tolerations.as_array().map(Vec::as_slice).unwrap_or_default();
+    let tolerations = tolerations
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     node["spec"]["taints"]
         .as_array()
         .map(|taints| {
@@ -136,7 +139,9 @@ pub(crate) fn choose<'a>(
     let reasons: Vec<String> = misfits
         .iter()
         .map(|(m, n)| match m {
-            Misfit::NotReady => format!("{n} node(s) had untolerated taint {{node.kubernetes.io/not-ready: }}"),
+            Misfit::NotReady => {
+                format!("{n} node(s) had untolerated taint {{node.kubernetes.io/not-ready: }}")
+            }
             Misfit::Unschedulable => format!("{n} node(s) were unschedulable"),
             Misfit::Taint(t) => format!("{n} node(s) had untolerated taint {t}"),
             Misfit::Selector => format!("{n} node(s) didn't match Pod's node affinity/selector"),
@@ -144,7 +149,9 @@ pub(crate) fn choose<'a>(
         .collect();
     let total = nodes.len();
     if reasons.is_empty() {
-        Err(format!("0/{total} nodes are available: no nodes available to schedule pods."))
+        Err(format!(
+            "0/{total} nodes are available: no nodes available to schedule pods."
+        ))
     } else {
         Err(format!(
             "0/{total} nodes are available: {}. preemption: 0/{total} nodes are available: {total} Preemption is not helpful for scheduling.",
@@ -167,7 +174,10 @@ mod tests {
             &taint
         ));
         assert!(tolerates(&json!({"operator": "Exists"}), &taint));
-        assert!(!tolerates(&json!({"key": "other", "operator": "Exists"}), &taint));
+        assert!(!tolerates(
+            &json!({"key": "other", "operator": "Exists"}),
+            &taint
+        ));
         assert!(!tolerates(
             &json!({"key": "node-role.kubernetes.io/control-plane", "effect": "NoExecute", "operator": "Exists"}),
             &taint
