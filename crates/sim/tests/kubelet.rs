@@ -408,7 +408,7 @@ async fn statefulset_pods_come_up_in_order() {
 /// Prints its arguments, env and mounted files, then waits on a child process.
 const AGENT: &str = r#"#!/bin/sh
 echo "args: $*"
-echo "FOO=$FOO"
+echo "FOO=$FOO CFG_MODE=$CFG_MODE"
 echo "POD=$POD_NAME NODE=$NODE_NAME"
 for a in "$@"; do
   case "$a" in
@@ -420,6 +420,7 @@ test -f "$KUBECONFIG" && echo "kubeconfig: present"
 echo "pid: $$"
 sleep 1000 &
 echo "child: $!"
+trap 'echo "got SIGTERM"; exit 0' TERM
 wait
 "#;
 
@@ -433,7 +434,8 @@ fn agent_deployment() -> Value {
             "containers": [{
                 "name": "main",
                 "image": "example.com/fledge-agent:test",
-                "args": ["--hello", "world", "--token-file=/etc/agent/token"],
+                "args": ["--hello", "world", "--token-file=/etc/agent/token", "--pod=$(POD_NAME)"],
+                "envFrom": [{"configMapRef": {"name": "agent-config"}, "prefix": "CFG_"}],
                 "env": [
                     {"name": "FOO", "valueFrom": {"secretKeyRef": {"name": "agent-creds", "key": "foo"}}},
                     {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
@@ -443,6 +445,16 @@ fn agent_deployment() -> Value {
             }],
         }),
     )
+}
+
+/// The Secret and ConfigMap the agent Deployment reads.
+fn create_agent_inputs(env: &Env) {
+    env.create(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "agent-config", "namespace": "default"},
+        "data": {"MODE": "sim"},
+    }));
+    env.create(agent_secret());
 }
 
 fn agent_secret() -> Value {
@@ -473,7 +485,7 @@ fn logged_pids(log: &str, n: usize) -> Option<(u32, u32)> {
 #[tokio::test]
 async fn agent_containers_run_restart_and_stop() {
     let env = env(AGENT).await;
-    env.create(agent_secret());
+    create_agent_inputs(&env);
     env.create(agent_deployment());
     let pod = wait_for("agent pod running", || {
         env.pods("app=agent").into_iter().find(running)
@@ -491,12 +503,12 @@ async fn agent_containers_run_restart_and_stop() {
         .join("volumes/creds");
     assert!(
         log.contains(&format!(
-            "args: --hello world --token-file={}/token",
+            "args: --hello world --token-file={}/token --pod={pod_name}",
             volume.display()
         )),
         "{log}"
     );
-    assert!(log.contains("FOO=bar"), "{log}");
+    assert!(log.contains("FOO=bar CFG_MODE=sim"), "{log}");
     assert!(
         log.contains(&format!("POD={pod_name} NODE={node}")),
         "{log}"
@@ -534,6 +546,38 @@ async fn agent_containers_run_restart_and_stop() {
     );
     assert!(!process_gone(pid2) && !process_gone(child2));
 
+    // Deleting the Pod stops its processes gracefully (SIGTERM first); the ReplicaSet replaces it.
+    env.cluster
+        .api()
+        .delete_object(
+            "v1",
+            "Pod",
+            Some("default"),
+            &pod_name,
+            &DeleteOptions::default(),
+        )
+        .unwrap();
+    wait_for("processes of the deleted pod gone", || {
+        (process_gone(pid2) && process_gone(child2)).then_some(())
+    })
+    .await;
+    assert!(
+        env.log_of(&pod_name).contains("got SIGTERM"),
+        "{}",
+        env.log_of(&pod_name)
+    );
+    let replacement = wait_for("replacement pod", || {
+        env.pods("app=agent")
+            .into_iter()
+            .find(|p| running(p) && p["metadata"]["name"] != pod_name.as_str())
+    })
+    .await;
+    let replacement = replacement["metadata"]["name"].as_str().unwrap().to_owned();
+    let (pid3, child3) = wait_for("replacement runs", || {
+        logged_pids(&env.log_of(&replacement), 0)
+    })
+    .await;
+
     // Deleting the Deployment stops the processes, children included, and the Pod goes.
     env.cluster
         .api()
@@ -546,7 +590,7 @@ async fn agent_containers_run_restart_and_stop() {
         )
         .unwrap();
     wait_for("processes gone", || {
-        (process_gone(pid2) && process_gone(child2)).then_some(())
+        (process_gone(pid3) && process_gone(child3)).then_some(())
     })
     .await;
     wait_for("pod gone", || {
@@ -554,6 +598,38 @@ async fn agent_containers_run_restart_and_stop() {
     })
     .await;
     assert!(env.processes().list().is_empty());
+}
+
+#[tokio::test]
+async fn agents_wait_for_their_secrets() {
+    let env = env(AGENT).await;
+    env.create(agent_deployment());
+    let pod = wait_for("waiting agent", || {
+        env.pods("app=agent").into_iter().find(|p| {
+            p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("not found"))
+        })
+    })
+    .await;
+    assert_eq!(pod["status"]["phase"], "Pending", "{pod}");
+    assert!(
+        env.processes()
+            .pids("default", pod["metadata"]["name"].as_str().unwrap())
+            .is_empty()
+    );
+    create_agent_inputs(&env);
+    let pod = wait_for("agent running", || {
+        env.pods("app=agent").into_iter().find(running)
+    })
+    .await;
+    let name = pod["metadata"]["name"].as_str().unwrap().to_owned();
+    let log = wait_for("agent log", || {
+        let log = env.log_of(&name);
+        log.contains("token-via-root").then_some(log)
+    })
+    .await;
+    assert!(log.contains("token-via-root: s3cret"), "{log}");
 }
 
 #[tokio::test]
@@ -621,9 +697,24 @@ async fn agents_authenticate_as_their_service_account() {
 #[tokio::test]
 async fn pods_on_a_not_ready_node_are_evicted_and_rescheduled() {
     let env = env(AGENT).await;
-    env.create(agent_secret());
+    create_agent_inputs(&env);
     env.create(deployment("web", 4, "nginx", json!({})));
     env.create(agent_deployment());
+    env.create(json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "daemon", "namespace": "default"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "daemon"}},
+            "template": {"metadata": {"labels": {"app": "daemon"}}, "spec": {
+                "containers": [{"name": "c", "image": "busybox"}],
+            }},
+        },
+    }));
+    wait_for("daemon pods", || {
+        env.get("apps/v1", "DaemonSet", "daemon")
+            .filter(|d| d["status"]["numberReady"] == 2)
+    })
+    .await;
     wait_for("available", || {
         env.get("apps/v1", "Deployment", "web")
             .filter(|d| d["status"]["availableReplicas"] == 4)
@@ -662,6 +753,20 @@ async fn pods_on_a_not_ready_node_are_evicted_and_rescheduled() {
             .filter(|d| d["status"]["availableReplicas"] == 4)
     })
     .await;
+    // DaemonSet Pods tolerate a NotReady Node: they stay, not ready.
+    let daemons = env.pods("app=daemon");
+    assert_eq!(daemons.len(), 2);
+    let on_dead = daemons
+        .iter()
+        .find(|p| p["spec"]["nodeName"] == dead.as_str())
+        .expect("the daemon pod of the NotReady node stays");
+    assert!(!running(on_dead));
+    wait_for("daemonset status", || {
+        env.get("apps/v1", "DaemonSet", "daemon").filter(|d| {
+            d["status"]["numberReady"] == 1 && d["status"]["desiredNumberScheduled"] == 2
+        })
+    })
+    .await;
     let moved = env.pods("app=agent").remove(0);
     let moved_name = moved["metadata"]["name"].as_str().unwrap().to_owned();
     assert_ne!(moved_name, agent_name);
@@ -688,7 +793,7 @@ async fn pods_on_a_not_ready_node_are_evicted_and_rescheduled() {
 #[tokio::test]
 async fn shutting_down_the_runtime_leaves_no_process_behind() {
     let mut env = env(AGENT).await;
-    env.create(agent_secret());
+    create_agent_inputs(&env);
     let mut d = agent_deployment();
     d["spec"]["replicas"] = json!(2);
     env.create(d);

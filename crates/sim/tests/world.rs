@@ -2,6 +2,8 @@
 //! come up, control planes scale one Machine at a time, pause and provider removal stop the
 //! controllers. Every wait polls the in-process API with a deadline.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

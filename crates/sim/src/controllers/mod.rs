@@ -83,9 +83,21 @@ impl Ctx<'_> {
         if !obj["metadata"]["annotations"][PAUSED_ANNOTATION].is_null() {
             return true;
         }
-        cluster_name_of(obj)
-            .and_then(|c| self.cluster(ns(obj), c))
-            .is_some_and(|c| c["spec"]["paused"] == true)
+        if obj["kind"] == "Cluster" {
+            return obj["spec"]["paused"] == true;
+        }
+        let Some(cluster) = cluster_name_of(obj) else {
+            return false;
+        };
+        match self.cluster(ns(obj), cluster) {
+            Some(c) => c["spec"]["paused"] == true,
+            // Created after this pass read its Clusters: read it now rather than reconcile an
+            // object whose Cluster may be paused.
+            None => self
+                .api
+                .get_object(CAPI, "Cluster", Some(ns(obj)), cluster)
+                .is_ok_and(|c| c["spec"]["paused"] == true),
+        }
     }
 }
 

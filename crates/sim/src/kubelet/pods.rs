@@ -398,6 +398,7 @@ fn pod_status(pod: &Value, rt: &PodRuntime) -> Value {
     let mut statuses = Vec::new();
     let mut all_ready = true;
     let mut terminated: Vec<i32> = Vec::new();
+    let mut never_started = false;
     let containers = pod["spec"]["containers"]
         .as_array()
         .map(Vec::as_slice)
@@ -420,6 +421,8 @@ fn pod_status(pod: &Value, rt: &PodRuntime) -> Value {
                 let last = s.last_terminated.unwrap_or_else(|| json!({}));
                 match s.phase {
                     Phase::Waiting { reason, message } => {
+                        // Never started (missing Secret, ServiceAccount…): the Pod is Pending.
+                        never_started |= s.restart_count == 0 && last.get("terminated").is_none();
                         (waiting(&reason, &message), false, s.restart_count, last)
                     }
                     Phase::Running { started_at } => (
@@ -463,7 +466,7 @@ fn pod_status(pod: &Value, rt: &PodRuntime) -> Value {
             "lastState": last,
         }));
     }
-    let phase = if started.is_none() {
+    let phase = if started.is_none() || never_started {
         "Pending"
     } else if !containers.is_empty() && terminated.len() == containers.len() {
         if terminated.iter().all(|c| *c == 0) {

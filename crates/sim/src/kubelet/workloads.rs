@@ -42,6 +42,12 @@ fn owned_by<'a>(pods: &'a [Value], owner: &Value) -> Vec<&'a Value> {
         .collect()
 }
 
+/// The collision count that salts the template hash: a count of 0 (which status writes) must hash
+/// like an absent one, or the revision would change as soon as the status is written.
+fn collision_count(obj: &Value) -> Option<i64> {
+    obj["status"]["collisionCount"].as_i64().filter(|c| *c > 0)
+}
+
 fn key(obj: &Value) -> String {
     format!("{}/{}", namespace(obj), name(obj))
 }
@@ -150,7 +156,7 @@ impl Kubelet {
     fn sync_deployment(&self, d: &Value, snap: &Snapshot) -> Result<(), kube_sim::ApiError> {
         let ns = namespace(d);
         let desired = int(&d["spec"]["replicas"], 1).max(0);
-        let collision = d["status"]["collisionCount"].as_i64();
+        let collision = collision_count(d);
         let hash = template_hash(&d["spec"]["template"], collision);
         let mut rses: Vec<&Value> = snap
             .replicasets
@@ -458,7 +464,7 @@ impl Kubelet {
                 continue;
             }
             let template = &ds["spec"]["template"];
-            let hash = template_hash(template, ds["status"]["collisionCount"].as_i64());
+            let hash = template_hash(template, collision_count(ds));
             // The tolerations upstream adds to every DaemonSet Pod.
             let mut tolerations = template["spec"]["tolerations"]
                 .as_array()
@@ -601,7 +607,7 @@ impl Kubelet {
             let template = &sts["spec"]["template"];
             let revision = format!(
                 "{sts_name}-{}",
-                template_hash(template, sts["status"]["collisionCount"].as_i64())
+                template_hash(template, collision_count(sts))
             );
             let ordered = sts["spec"]["podManagementPolicy"]
                 .as_str()
