@@ -28,7 +28,7 @@ clippy:
 
 lint: fmt-check clippy
 
-unit:
+unit: build
 	$(CARGO) test --workspace
 
 ## capi-validate: both phases of every example must be 0 invalid against the upstream CRDs

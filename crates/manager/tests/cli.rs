@@ -235,3 +235,14 @@ fn validate_reads_standard_input() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0));
 }
+
+#[test]
+fn crds_prints_the_files_in_deploy_crds() {
+    let out = run(&["crds"]);
+    assert!(out.status.success(), "{out:?}");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/crds");
+    let want = ["workloadclusters.yaml", "clusterprofiles.yaml"]
+        .map(|f| std::fs::read_to_string(dir.join(f)).expect("deploy/crds file"))
+        .join("---\n");
+    assert_eq!(String::from_utf8(out.stdout).expect("utf-8"), want);
+}

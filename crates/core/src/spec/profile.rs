@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
     shortname = "cprof",
     category = "fledge",
     namespaced,
-    printcolumn = r#"{"name":"Add-ons","type":"integer","jsonPath":".spec.addons.length"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

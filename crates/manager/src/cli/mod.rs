@@ -4,7 +4,9 @@
 //! unreachable), 2 bad input (the spec or the arguments), printed as one `path: reason` line per
 //! problem on stderr.
 
+mod crds;
 mod render;
+mod serve;
 mod validate;
 
 use std::path::PathBuf;
@@ -23,7 +25,8 @@ use fledge_core::validate::FieldError;
                   cluster's Cluster API objects into the cluster itself, and hands it to an \
                   in-cluster agent that keeps it at its spec, with or without the manager.\n\n\
                   Offline commands:\n  validate   Check a spec file\n  render     Print the \
-                  Cluster API objects of a spec file"
+                  Cluster API objects of a spec file\n  crds       Print the CustomResourceDefinitions\n\n\
+                  Service:\n  serve      Serve the gRPC API in front of a management cluster"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -64,6 +67,57 @@ enum Command {
         #[arg(short = 'o', long = "output", default_value = "yaml", value_parser = ["yaml", "json"])]
         output: String,
     },
+    /// Print the CustomResourceDefinitions of WorkloadCluster and ClusterProfile.
+    ///
+    /// Examples:
+    ///   fledge-manager crds | kubectl apply --server-side -f -
+    ///   fledge-manager crds --output-dir deploy/crds
+    Crds {
+        /// Write one file per CRD into this directory instead of printing them.
+        #[arg(long, value_name = "DIR")]
+        output_dir: Option<PathBuf>,
+    },
+    /// Serve the gRPC API (ClusterService, health, reflection) over TLS.
+    ///
+    /// State lives in the management cluster as WorkloadCluster and ClusterProfile objects;
+    /// the CRDs are installed or updated on start unless --skip-crd-install.
+    ///
+    /// Example:
+    ///   fledge-manager serve --kubeconfig mgmt.kubeconfig --tls-dir tls --tokens tokens.txt
+    Serve {
+        /// Kubeconfig of the management cluster.
+        #[arg(long, value_name = "FILE", env = "KUBECONFIG")]
+        kubeconfig: PathBuf,
+        /// Address to listen on (port 0 picks one; the chosen address is printed on stdout).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
+        listen: std::net::SocketAddr,
+        /// Server certificate (PEM); needs --tls-key.
+        #[arg(
+            long,
+            value_name = "FILE",
+            requires = "tls_key",
+            conflicts_with = "tls_dir"
+        )]
+        tls_cert: Option<PathBuf>,
+        /// Server private key (PEM); needs --tls-cert.
+        #[arg(
+            long,
+            value_name = "FILE",
+            requires = "tls_cert",
+            conflicts_with = "tls_dir"
+        )]
+        tls_key: Option<PathBuf>,
+        /// Directory holding a self-signed CA and server certificate, created on first use
+        /// (ca.crt, ca.key, server.crt, server.key).
+        #[arg(long, value_name = "DIR", required_unless_present = "tls_cert")]
+        tls_dir: Option<PathBuf>,
+        /// Bearer tokens: one `TOKEN TENANT` pair per line, `#` comments.
+        #[arg(long, value_name = "FILE")]
+        tokens: Option<PathBuf>,
+        /// Do not install or update the CRDs (an admin manages them).
+        #[arg(long)]
+        skip_crd_install: bool,
+    },
 }
 
 /// Process exit codes of the CLI.
@@ -92,6 +146,23 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             phase,
             output,
         } => render::run(&file, &phase, &output),
+        Command::Crds { output_dir } => crds::run(output_dir.as_deref()),
+        Command::Serve {
+            kubeconfig,
+            listen,
+            tls_cert,
+            tls_key,
+            tls_dir,
+            tokens,
+            skip_crd_install,
+        } => serve::run(serve::Options {
+            kubeconfig,
+            listen,
+            tls_files: tls_cert.zip(tls_key),
+            tls_dir,
+            tokens,
+            skip_crd_install,
+        }),
     }
 }
 
