@@ -174,10 +174,15 @@ pub fn json_path(obj: &Value, path: &str) -> Vec<Value> {
                     })
                     .collect();
             } else {
-                let field = inner.trim_matches('\'').trim_matches('"');
+                // CRD printer columns quote label keys and escape their dots, e.g.
+                // `.metadata.labels['cluster\.x-k8s\.io/cluster-name']` (Cluster API's).
+                let field = inner
+                    .trim_matches('\'')
+                    .trim_matches('"')
+                    .replace("\\.", ".");
                 current = current
                     .iter()
-                    .filter_map(|v| v.get(field).cloned())
+                    .filter_map(|v| v.get(&field).cloned())
                     .collect();
             }
         } else {
@@ -674,6 +679,14 @@ mod tests {
             vec![json!(1), json!(2)]
         );
         assert!(json_path(&obj, ".nope.x").is_empty());
+        let labelled = json!({"metadata": {"labels": {"cluster.x-k8s.io/cluster-name": "c1"}}});
+        assert_eq!(
+            json_path(
+                &labelled,
+                r".metadata.labels['cluster\.x-k8s\.io/cluster-name']"
+            ),
+            vec![json!("c1")]
+        );
     }
 
     #[test]
