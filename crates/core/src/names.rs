@@ -80,3 +80,26 @@ pub const AS_EXPECTED_REASON: &str = "AsExpected";
 pub const INVALID_SPEC_REASON: &str = "InvalidSpec";
 /// A read needed to compute the condition failed; its status is Unknown.
 pub const READ_FAILED_REASON: &str = "ReadFailed";
+
+// === Provisioning (manager) ===
+
+/// Condition of a `WorkloadCluster`: the provisioning pipeline's state (True once the last
+/// implemented phase is done, False with the phase's reason while it waits or fails).
+pub const PROVISIONING_CONDITION: &str = "Provisioning";
+/// Condition of a `WorkloadCluster` being deleted: what deletion waits for.
+pub const DELETING_CONDITION: &str = "Deleting";
+/// The vCenter credentials Secret named by the spec does not exist.
+pub const CREDENTIALS_MISSING_REASON: &str = "CredentialsSecretMissing";
+/// The phase is waiting for the world to catch up.
+pub const WAITING_REASON: &str = "Waiting";
+/// The phase failed and is retried.
+pub const PHASE_FAILED_REASON: &str = "PhaseFailed";
+/// Deletion of a provisioned cluster needs the reverse pivot, which is not available yet.
+pub const DELETION_NEEDS_REVERSE_PIVOT_REASON: &str = "ReversePivotRequired";
+/// Label clusterctl puts on every component of a provider, valued with the provider's
+/// inventory name (`cluster-api`, `infrastructure-vsphere`).
+pub const PROVIDER_LABEL: &str = "cluster.x-k8s.io/provider";
+/// Namespace of the manager (its Lease) and, in workload clusters, of the agent.
+pub const FLEDGE_NAMESPACE: &str = "fledge-system";
+/// Name of the manager's leader-election Lease.
+pub const MANAGER_LEASE: &str = "fledge-manager";

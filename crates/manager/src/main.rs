@@ -7,16 +7,20 @@
 //! - `server`: TLS, health, reflection and the service stack.
 //! - `crds`: the CustomResourceDefinitions and their installation.
 //! - `ca`, `tls`: the manager's CA and the server's TLS material.
+//! - `leader`: leader election over a Lease; only the leader runs `provision`.
+//! - `provision`: the provisioning controller over WorkloadClusters (the phase list).
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
-// The agent half of the CA (`issue_agent`) is used by the AgentService, which a later issue
-// registers; until then only its unit test calls it.
+// Parts of the CA (reloading, the agent URI) are used by the AgentService, which a later
+// issue registers.
 #[allow(dead_code)]
 mod ca;
 mod cli;
 mod crds;
+mod leader;
+mod provision;
 mod server;
 mod tls;
 

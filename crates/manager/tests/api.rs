@@ -101,6 +101,8 @@ impl World {
             .arg(&tls_dir)
             .arg("--tokens")
             .arg(&tokens)
+            // These tests drive the API alone; tests/provision.rs covers the controller.
+            .arg("--no-provisioning")
             .env("FLEDGE_LOG", "warn")
             .stdout(Stdio::piped())
             .kill_on_drop(true)

@@ -7,11 +7,15 @@
 //! - [`controllers`]: the per-cluster controller host and one module per kind.
 //! - [`vsphere`]: the simulated vCenter.
 //! - [`kubelet`]: the node runtime of workload clusters (Pods, the real agent).
+//! - [`faults`]: the fault knobs and the admin endpoint.
+//! - [`node_lifecycle`]: Node heartbeats and the node-lifecycle controller's `Unknown`.
 //! - [`clock`]: the speed factor applied to every simulated delay.
 
 pub mod clock;
 pub mod controllers;
+pub mod faults;
 pub mod kubelet;
+pub mod node_lifecycle;
 pub mod providers;
 pub mod vsphere;
 pub mod world;

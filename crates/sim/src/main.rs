@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use fledge_sim::clock::Speed;
+use fledge_sim::faults::AdminServer;
 use fledge_sim::world::{MANAGEMENT_CLUSTER, World, WorldConfig};
 use tracing::{Instrument as _, info, info_span, warn};
 use tracing_subscriber::EnvFilter;
@@ -35,6 +36,9 @@ enum Command {
     /// shutdown, so its presence means "serving". The CA, its key and the admin token are kept in
     /// `<state-dir>/pki/` and reused on restart; the objects are held in memory only. Exits 0
     /// after a signal-initiated shutdown.
+    ///
+    /// The admin endpoint (fault knobs, see `fledge_sim::faults`) listens on `--admin-listen`;
+    /// its address is written to `<state-dir>/admin-addr` and removed on shutdown.
     Serve(ServeArgs),
 }
 
@@ -67,6 +71,11 @@ struct ServeArgs {
     /// Past events per resource type a watch can resume from; older resourceVersions get 410 Gone.
     #[arg(long, default_value_t = 1000)]
     watch_history: usize,
+
+    /// Where the admin endpoint (fault knobs, JSON over HTTP/1.1) listens; loopback only. Its
+    /// address is written to `<state-dir>/admin-addr` once it accepts connections.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    admin_listen: SocketAddr,
 }
 
 #[tokio::main]
@@ -92,8 +101,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("creating the state directory {}", args.state_dir.display()))?;
     let kubeconfig_path = args.state_dir.join("kubeconfig");
+    let admin_addr_path = args.state_dir.join("admin-addr");
     // A kubeconfig left by a previous run names a port that is no longer served.
     remove_if_present(&kubeconfig_path)?;
+    remove_if_present(&admin_addr_path)?;
     // Handlers go in before the kubeconfig announces readiness, so an early SIGTERM is not fatal.
     let mut shutdown = ShutdownSignal::install().context("installing signal handlers")?;
 
@@ -114,6 +125,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let world = World::start(config)
         .await
         .context("starting the management cluster")?;
+    let admin = AdminServer::bind(world.clone(), args.admin_listen)
+        .await
+        .context("starting the admin endpoint")?;
+    write_atomic(&admin_addr_path, &format!("{}\n", admin.local_addr()))?;
     let cluster = world.management().clone();
     cluster
         .admin_kubeconfig()
@@ -123,12 +138,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         endpoint = %cluster.endpoint(),
         kubeconfig = %kubeconfig_path.display(),
         controllers = !args.no_controllers,
+        admin = %admin.local_addr(),
         "Serving the management cluster"
     );
 
     let signal = shutdown.recv().await;
     info!(signal, "Shutting down");
     remove_if_present(&kubeconfig_path)?;
+    remove_if_present(&admin_addr_path)?;
+    admin.shutdown().await;
     if tokio::time::timeout(SHUTDOWN_DEADLINE, world.shutdown())
         .await
         .is_err()
@@ -137,6 +155,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     info!("Stopped");
     Ok(())
+}
+
+fn write_atomic(path: &Path, content: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 fn remove_if_present(path: &Path) -> anyhow::Result<()> {

@@ -114,6 +114,14 @@ pub enum VsphereError {
         /// The VM's name.
         name: String,
     },
+    /// The VM was provisioned and then disappeared (fault knob): CAPV does not clone it again.
+    #[error("VM {namespace}/{name} not found in vCenter: it was deleted out of band")]
+    NotFound {
+        /// The VM's namespace.
+        namespace: String,
+        /// The VM's name.
+        name: String,
+    },
 }
 
 /// The simulated vCenter shared by every cluster of the world.
@@ -123,6 +131,8 @@ pub struct VCenter {
     vms: Mutex<BTreeMap<(String, String), Vm>>,
     /// Clones still to fail, by `namespace/cluster`.
     failing_clones: Mutex<HashMap<String, u32>>,
+    /// VMs deleted out of band (fault knob), by `(namespace, name)`: gone for good.
+    lost: Mutex<BTreeMap<(String, String), Vm>>,
     next_ip: AtomicU32,
     /// Signalled whenever a VM is created or deleted.
     pub changed: Notify,
@@ -135,6 +145,7 @@ impl VCenter {
             speed,
             vms: Mutex::default(),
             failing_clones: Mutex::default(),
+            lost: Mutex::default(),
             next_ip: AtomicU32::new(10),
             changed: Notify::new(),
         }
@@ -154,6 +165,12 @@ impl VCenter {
         let key = (spec.namespace.clone(), spec.name.clone());
         if let Some(vm) = self.vms().get(&key) {
             return Ok(vm.status(now));
+        }
+        if self.lost().contains_key(&key) {
+            return Err(VsphereError::NotFound {
+                namespace: spec.namespace.clone(),
+                name: spec.name.clone(),
+            });
         }
         {
             let mut failing = self
@@ -192,8 +209,31 @@ impl VCenter {
             .map(|vm| vm.status(Instant::now()))
     }
 
+    fn lost(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), Vm>> {
+        self.lost.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Fault knob: the VM `namespace/name` disappears as if someone deleted it in vCenter; it is
+    /// not cloned again (until its `VSphereVM` is deleted). Returns whether it existed.
+    pub fn lose(&self, namespace: &str, name: &str) -> bool {
+        let key = (namespace.to_owned(), name.to_owned());
+        let removed = self.vms().remove(&key);
+        let existed = removed.is_some();
+        if let Some(vm) = removed {
+            self.lost().insert(key, vm);
+            self.changed.notify_waiters();
+        }
+        existed
+    }
+
+    /// The VMs lost through [`VCenter::lose`] (until their `VSphereVM` is deleted).
+    pub fn lost_snapshot(&self) -> Vec<Vm> {
+        self.lost().values().cloned().collect()
+    }
+
     /// Destroys the VM `namespace/name`; returns whether it existed.
     pub fn delete(&self, namespace: &str, name: &str) -> bool {
+        self.lost().remove(&(namespace.to_owned(), name.to_owned()));
         let existed = self
             .vms()
             .remove(&(namespace.to_owned(), name.to_owned()))

@@ -115,8 +115,11 @@ pub struct World {
     poke: Notify,
     agents: crate::kubelet::AgentProcesses,
     running: Mutex<BTreeMap<String, providers::ProviderSet>>,
+    /// Fault knob: Helm charts whose installs fail.
+    pub(crate) helm_faults: controllers::helmrelease::HelmFaults,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    pub(crate) faults: crate::faults::FaultState,
 }
 
 impl std::fmt::Debug for World {
@@ -153,15 +156,21 @@ impl World {
             poke: Notify::new(),
             agents: crate::kubelet::AgentProcesses::default(),
             running: Mutex::default(),
+            helm_faults: controllers::helmrelease::HelmFaults::default(),
             shutdown,
             tasks: Mutex::default(),
+            faults: crate::faults::FaultState::default(),
         });
         if world.config.controllers {
             providers::install_management_providers(&management.api())?;
             let host =
                 controllers::spawn_host(world.clone(), management, world.shutdown.subscribe());
             let vms = tokio::spawn(run_vm_runtime(world.clone()));
-            world.lock_tasks().extend([host, vms]);
+            let nodes = tokio::spawn(crate::node_lifecycle::run(
+                world.clone(),
+                world.shutdown.subscribe(),
+            ));
+            world.lock_tasks().extend([host, vms, nodes]);
         }
         Ok(world)
     }
@@ -228,6 +237,14 @@ impl World {
         self.lock_workloads()
             .get(&(namespace.to_owned(), name.to_owned()))
             .map(|w| w.handle.clone())
+    }
+
+    /// Every workload cluster, by CAPI Cluster `(namespace, name)`.
+    pub fn workload_clusters(&self) -> Vec<((String, String), ClusterHandle)> {
+        self.lock_workloads()
+            .iter()
+            .map(|(k, w)| (k.clone(), w.handle.clone()))
+            .collect()
     }
 
     /// Resolves when something outside a cluster changed (a Node registered): controller
@@ -310,12 +327,18 @@ impl World {
         stop: watch::Receiver<bool>,
     ) {
         let dir = self.cluster_dir(namespace, name);
+        let network = crate::faults::network_file(&dir);
+        let up = !self.faults.network_cut(namespace, name);
+        if let Err(e) = crate::faults::write_network_file(&network, up) {
+            warn!(error = %e, "Writing the network file failed");
+        }
         let cfg = crate::kubelet::KubeletConfig::new(
             self.config.agent_bin.clone(),
             dir.join("pods"),
             dir.join("work"),
         )
-        .with_speed(self.config.speed.0);
+        .with_speed(self.config.speed.0)
+        .with_network_file(network);
         let task = tokio::spawn(crate::kubelet::run(
             handle.clone(),
             cfg,
@@ -427,6 +450,7 @@ impl World {
             return;
         };
         w.stop.send_replace(true);
+        self.faults.forget_cluster(namespace, name);
         let world = self.clone();
         let (namespace, name) = (namespace.to_owned(), name.to_owned());
         tokio::spawn(async move {

@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
     namespaced,
     status = "WorkloadClusterStatus",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Progress","type":"integer","jsonPath":".status.progressPercent"}"#,
+    printcolumn = r#"{"name":"Step","type":"string","priority":1,"jsonPath":".status.step"}"#,
     printcolumn = r#"{"name":"Version","type":"string","jsonPath":".spec.kubernetesVersion"}"#,
     printcolumn = r#"{"name":"CP-Ready","type":"integer","jsonPath":".status.controlPlane.ready"}"#,
     printcolumn = r#"{"name":"CP-Desired","type":"integer","jsonPath":".spec.controlPlane.replicas"}"#,
@@ -233,6 +235,12 @@ pub struct WorkloadClusterStatus {
     /// Conditions in the `metav1.Condition` shape.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// Provisioning progress, 0 to 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_percent: Option<i32>,
+    /// What the current phase is doing or waiting for, e.g. `WaitingForKubeconfig`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
 }
 
 /// Ready and desired machine counts of a node group.

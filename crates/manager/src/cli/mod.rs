@@ -80,7 +80,9 @@ enum Command {
     /// Serve the gRPC API (ClusterService, health, reflection) over TLS.
     ///
     /// State lives in the management cluster as WorkloadCluster and ClusterProfile objects;
-    /// the CRDs are installed or updated on start unless --skip-crd-install.
+    /// the CRDs are installed or updated on start unless --skip-crd-install. The replica
+    /// holding the Lease `<namespace>/fledge-manager` also runs the provisioning controller
+    /// (unless --no-provisioning).
     ///
     /// Example:
     ///   fledge-manager serve --kubeconfig mgmt.kubeconfig --tls-dir tls --tokens tokens.txt
@@ -117,6 +119,20 @@ enum Command {
         /// Do not install or update the CRDs (an admin manages them).
         #[arg(long)]
         skip_crd_install: bool,
+        /// Serve the API only; never run the provisioning controller (other replicas do).
+        #[arg(long)]
+        no_provisioning: bool,
+        /// Namespace of the leader-election Lease `fledge-manager`.
+        #[arg(
+            long,
+            value_name = "NAMESPACE",
+            env = "POD_NAMESPACE",
+            default_value = "fledge-system"
+        )]
+        namespace: String,
+        /// URL agents dial to reach this manager (default: https:// and the bound address).
+        #[arg(long, value_name = "URL")]
+        agent_endpoint: Option<String>,
     },
 }
 
@@ -155,6 +171,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             tls_dir,
             tokens,
             skip_crd_install,
+            no_provisioning,
+            namespace,
+            agent_endpoint,
         } => serve::run(serve::Options {
             kubeconfig,
             listen,
@@ -162,6 +181,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             tls_dir,
             tokens,
             skip_crd_install,
+            provisioning: !no_provisioning,
+            namespace,
+            agent_endpoint,
         }),
     }
 }

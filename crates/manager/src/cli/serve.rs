@@ -2,13 +2,18 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 
+use fledge_core::names;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
 use super::Exit;
 use crate::api::auth::Tokens;
-use crate::{crds, server, tls};
+use crate::{crds, leader, provision, server, tls};
 
 /// Deadline of each call the API makes to the management cluster.
 const KUBE_CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,6 +35,12 @@ pub struct Options {
     pub tokens: Option<PathBuf>,
     /// Leave the CRDs to an admin.
     pub skip_crd_install: bool,
+    /// Run the provisioning controller while this replica holds the Lease.
+    pub provisioning: bool,
+    /// Namespace of the leader-election Lease.
+    pub namespace: String,
+    /// URL agents dial; default `https://<bound address>`.
+    pub agent_endpoint: Option<String>,
 }
 
 /// Runs the server; returns when SIGTERM or SIGINT arrives and calls have drained.
@@ -52,7 +63,7 @@ async fn kube_client(path: &Path) -> anyhow::Result<kube::Client> {
 
 async fn serve(options: Options) -> anyhow::Result<Exit> {
     // Load every input before binding a port, so bad configuration fails fast.
-    let tls = match (&options.tls_files, &options.tls_dir) {
+    let mut tls = match (&options.tls_files, &options.tls_dir) {
         (Some((cert, key)), None) => tls::load_files(cert, key)?,
         (None, Some(dir)) => tls::ensure_dir(dir)?,
         _ => anyhow::bail!("give either --tls-cert and --tls-key, or --tls-dir"),
@@ -83,17 +94,111 @@ async fn serve(options: Options) -> anyhow::Result<Exit> {
     tracing::info!(%addr, tokens = tokens.len(), "Serving gRPC");
     // One line on stdout with the bound address: `--listen 127.0.0.1:0` callers read it.
     println!("listening on {addr}");
-    server::serve(
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    if options.provisioning {
+        ensure_namespace(&client, &options.namespace).await;
+        let ctx = Arc::new(provision::Context {
+            client: client.clone(),
+            ca: tls.ca.take().map(Arc::new),
+            agent_endpoint: options
+                .agent_endpoint
+                .clone()
+                .unwrap_or_else(|| format!("https://{addr}")),
+            call_timeout: KUBE_CALL_TIMEOUT,
+        });
+        let (leading_tx, leading_rx) = watch::channel(false);
+        let config = leader::LeaderConfig::new(&options.namespace, names::MANAGER_LEASE);
+        tracing::info!(identity = %config.identity, lease = %format!("{}/{}", config.namespace, config.name), "Campaigning for leadership");
+        tasks.spawn(leader::run(
+            client.clone(),
+            config,
+            leading_tx,
+            until(stop_rx.clone(), true),
+        ));
+        tasks.spawn(provision_while_leading(ctx, leading_rx, stop_rx.clone()));
+    }
+    let result = server::serve(
         listener,
         &tls,
         tokens,
         client,
         KUBE_CALL_TIMEOUT,
-        shutdown_signal(),
+        async move {
+            shutdown_signal().await;
+        },
     )
-    .await?;
+    .await;
+    stop_tx.send_replace(true);
+    let drained = tokio::time::timeout(server::DRAIN_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("Background tasks did not stop within the drain grace period");
+    }
+    result?;
     tracing::info!("Stopped");
     Ok(Exit::Success)
+}
+
+/// Completes when `rx` holds `want` (or its sender is gone).
+async fn until(mut rx: watch::Receiver<bool>, want: bool) {
+    let _ = rx.wait_for(|value| *value == want).await;
+}
+
+/// Runs the provisioning controller whenever this replica leads, and stops it as soon as
+/// leadership is lost or the process shuts down.
+async fn provision_while_leading(
+    ctx: Arc<provision::Context>,
+    leading: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = until(leading.clone(), true) => {}
+            () = until(stop.clone(), true) => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        tracing::info!("Starting the provisioning controller");
+        let lost = until(leading.clone(), false);
+        let stopped = until(stop.clone(), true);
+        provision::run(ctx.clone(), async move {
+            tokio::select! {
+                () = lost => {}
+                () = stopped => {}
+            }
+        })
+        .await;
+        tracing::info!("Stopped the provisioning controller");
+    }
+}
+
+/// Creates the Lease's namespace if it is missing; in a real deployment it is the manager's
+/// own namespace and exists, so a failure (no RBAC for namespaces) is only logged.
+async fn ensure_namespace(client: &kube::Client, namespace: &str) {
+    use k8s_openapi::api::core::v1::Namespace;
+    let api: kube::Api<Namespace> = kube::Api::all(client.clone());
+    match api.get_opt(namespace).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            let ns = Namespace {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(namespace.to_string()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            if let Err(err) = api.create(&Default::default(), &ns).await
+                && !leader::is_status(&err, 409)
+            {
+                tracing::warn!(%err, namespace, "Cannot create the Lease namespace");
+            }
+        }
+        Err(err) => tracing::warn!(%err, namespace, "Cannot read the Lease namespace"),
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.

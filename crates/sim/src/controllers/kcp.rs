@@ -2,9 +2,22 @@
 //! join one at a time (the next only once every existing one is ready), scale-down removes one
 //! at a time (outdated first, then oldest), and a version or template change rolls the
 //! Machines with a surge of one.
+//!
+//! A Machine also needs a rollout when it was created before `spec.rollout.after` (once that
+//! time has passed), or when its certificates expire within
+//! `spec.rollout.before.certificatesExpiryDays`. Certificates are simulated: each Machine gets
+//! the annotation [`CERTIFICATES_EXPIRY_ANNOTATION`] (creation + [`CERTIFICATE_VALIDITY`],
+//! scaled by the speed like every delay, as is the expiry window) which the Machine controller
+//! mirrors into `status.certificatesExpiryDate`.
+//!
+//! Remediation: a Machine whose `HealthCheckSucceeded` condition is `False` (set by a
+//! MachineHealthCheck) is deleted, one at a time, and only when the remaining healthy etcd
+//! members keep quorum; the normal scale-up then creates its replacement.
+
+use std::time::Instant;
 
 use serde_json::{Value, json};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{
     BOOTSTRAP, CAPI, CLUSTER_NAME_LABEL, CONTROL_PLANE_LABEL, CONTROL_PLANE_NAME_LABEL, Cond, Ctx,
@@ -15,6 +28,60 @@ use crate::controllers::machine::machine_ready;
 
 /// The KubeadmControlPlane finalizer.
 pub const FINALIZER: &str = "kubeadm.controlplane.cluster.x-k8s.io";
+
+/// The annotation carrying a Machine's simulated certificate expiry (RFC 3339), as upstream's
+/// override annotation.
+pub const CERTIFICATES_EXPIRY_ANNOTATION: &str = "machine.cluster.x-k8s.io/certificates-expiry";
+/// How long kubeadm's certificates are valid: 365 days.
+pub const CERTIFICATE_VALIDITY: std::time::Duration = std::time::Duration::from_secs(365 * 86_400);
+
+fn timestamp(v: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
+    v.as_str()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
+fn to_instant(at: chrono::DateTime<chrono::Utc>, now: chrono::DateTime<chrono::Utc>) -> Instant {
+    Instant::now() + (at - now).to_std().unwrap_or_default()
+}
+
+/// Why `m` needs replacing although its spec matches (rollout.after, certificate expiry);
+/// asks for a pass when a time-based reason will start to hold.
+fn rollout_reason(ctx: &Ctx<'_>, kcp: &Value, m: &Value) -> Option<&'static str> {
+    let now = chrono::Utc::now();
+    let created = timestamp(&m["metadata"]["creationTimestamp"])?;
+    if let Some(after) = timestamp(&kcp["spec"]["rollout"]["after"])
+        && created < after
+    {
+        if after <= now {
+            return Some("rollout.after");
+        }
+        ctx.requeue_at(to_instant(after, now));
+    }
+    if let Some(days) = kcp["spec"]["rollout"]["before"]["certificatesExpiryDays"].as_u64() {
+        let expiry = timestamp(&m["metadata"]["annotations"][CERTIFICATES_EXPIRY_ANNOTATION])
+            .or_else(|| {
+                chrono::Duration::from_std(ctx.world.speed().delay(CERTIFICATE_VALIDITY))
+                    .ok()
+                    .map(|v| created + v)
+            })?;
+        let window = chrono::Duration::from_std(
+            ctx.world
+                .speed()
+                .delay(std::time::Duration::from_secs(days.saturating_mul(86_400))),
+        )
+        .ok()?;
+        if expiry - window <= now {
+            return Some("certificatesExpiryDays");
+        }
+        ctx.requeue_at(to_instant(expiry - window, now));
+    }
+    None
+}
+
+fn unhealthy(m: &Value) -> bool {
+    super::condition(m, "HealthCheckSucceeded") == Some("False")
+}
 
 fn up_to_date(kcp: &Value, m: &Value) -> bool {
     m["spec"]["version"] == kcp["spec"]["version"]
@@ -85,10 +152,16 @@ pub fn reconcile(ctx: &Ctx<'_>, kcp: &Value) -> Result {
             .is_some());
     let count = i64::try_from(machines.len()).unwrap_or(i64::MAX);
     let all_ready = machines.iter().all(|m| machine_ready(m) && !deleting(m));
-    let outdated: Vec<&Value> = machines.iter().filter(|m| !up_to_date(kcp, m)).collect();
+    let outdated: Vec<&Value> = machines
+        .iter()
+        .filter(|m| !up_to_date(kcp, m) || rollout_reason(ctx, kcp, m).is_some())
+        .collect();
     let mut scaling_up = false;
     let mut scaling_down = false;
-    if infra_ready && all_ready {
+    let remediating = remediate(ctx, kcp, &machines)?;
+    if remediating.is_some() {
+        // One thing at a time: no scaling while a remediation is pending.
+    } else if infra_ready && all_ready {
         let target = desired + i64::from(!outdated.is_empty());
         if count < target && (machines.is_empty() || initialized) {
             scaling_up = true;
@@ -111,7 +184,7 @@ pub fn reconcile(ctx: &Ctx<'_>, kcp: &Value) -> Result {
         scaling_down = count > desired;
     }
     let ready = machines.iter().filter(|m| machine_ready(m)).count();
-    let up = machines.iter().filter(|m| up_to_date(kcp, m)).count();
+    let up = machines.len() - outdated.len();
     let available = initialized && ready > 0;
     let version = if all_ready && !machines.is_empty() {
         machines
@@ -215,12 +288,62 @@ pub fn reconcile(ctx: &Ctx<'_>, kcp: &Value) -> Result {
             },
             "",
         ),
-        Cond::new("Remediating", false, "NotRemediating", ""),
+        match &remediating {
+            Some(message) => Cond::new("Remediating", true, "Remediating", message.clone()),
+            None => Cond::new("Remediating", false, "NotRemediating", ""),
+        },
         Cond::new("Deleting", false, "NotDeleting", ""),
         Cond::new("Paused", false, "NotPaused", ""),
     ];
     set_conditions(&mut status, old, &kcp["metadata"]["generation"], &conds);
     write_status(ctx.api, kcp, status)
+}
+
+/// Remediates at most one unhealthy Machine; returns a message while remediation is pending.
+fn remediate(ctx: &Ctx<'_>, kcp: &Value, machines: &[Value]) -> Result<Option<String>> {
+    let Some(victim) = machines.iter().find(|m| unhealthy(m) && !deleting(m)) else {
+        return Ok(None);
+    };
+    if let Some(d) = machines.iter().find(|m| deleting(m)) {
+        return Ok(Some(format!(
+            "Waiting for Machine {} to be deleted before remediating {}",
+            name(d),
+            name(victim)
+        )));
+    }
+    // etcd members: Machines with a Node. Removing the victim must leave a quorum of the
+    // remaining members healthy.
+    let members: Vec<&Value> = machines
+        .iter()
+        .filter(|m| !m["status"]["nodeRef"].is_null())
+        .collect();
+    let is_member = members.iter().any(|m| name(m) == name(victim));
+    let target = members.len() - usize::from(is_member);
+    let quorum = target / 2 + 1;
+    let healthy = members
+        .iter()
+        .filter(|m| name(m) != name(victim) && machine_ready(m) && !unhealthy(m))
+        .count();
+    if healthy < quorum {
+        warn!(
+            kcp = name(kcp),
+            machine = name(victim),
+            healthy,
+            quorum,
+            "Not remediating: etcd would lose quorum"
+        );
+        return Ok(Some(format!(
+            "Machine {} is unhealthy, but removing it would lose etcd quorum ({healthy} healthy, {quorum} needed)",
+            name(victim)
+        )));
+    }
+    info!(
+        kcp = name(kcp),
+        machine = name(victim),
+        "Remediating unhealthy control-plane machine"
+    );
+    delete(ctx.api, CAPI, "Machine", ns(victim), name(victim))?;
+    Ok(Some(format!("Remediating Machine {}", name(victim))))
 }
 
 fn create_machine(ctx: &Ctx<'_>, kcp: &Value, cluster: &Value, first: bool) -> Result {
@@ -246,8 +369,14 @@ fn create_machine(ctx: &Ctx<'_>, kcp: &Value, cluster: &Value, first: bool) -> R
     labels[CLUSTER_NAME_LABEL] = json!(cluster_name);
     labels[CONTROL_PLANE_LABEL] = json!("");
     labels[CONTROL_PLANE_NAME_LABEL] = json!(name(kcp));
-    let annotations = json!({"cluster.x-k8s.io/cloned-from-name": template_name,
+    let mut annotations = json!({"cluster.x-k8s.io/cloned-from-name": template_name,
                              "cluster.x-k8s.io/cloned-from-groupkind": "VSphereMachineTemplate.infrastructure.cluster.x-k8s.io"});
+    if let Ok(validity) = chrono::Duration::from_std(ctx.world.speed().delay(CERTIFICATE_VALIDITY))
+    {
+        let expiry = chrono::Utc::now() + validity;
+        annotations[CERTIFICATES_EXPIRY_ANNOTATION] =
+            json!(expiry.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    }
     info!(kcp = name(kcp), machine = %machine_name, first, "Creating control-plane machine");
     let machine = ctx.api.create_object(json!({
         "apiVersion": CAPI,

@@ -62,9 +62,11 @@ pub fn reconcile(ctx: &Ctx<'_>, m: &Value) -> Result {
         Some(n) => get(ctx.api, INFRA, "VSphereMachine", namespace, n)?,
         None => None,
     };
+    // Once provisioned, always provisioned (as upstream): a VM lost later shows on the Node.
     let infra_ready = infra
         .as_ref()
-        .is_some_and(|i| i["status"]["initialization"]["provisioned"] == true);
+        .is_some_and(|i| i["status"]["initialization"]["provisioned"] == true)
+        || m["status"]["initialization"]["infrastructureProvisioned"] == true;
     let provider_id = infra
         .as_ref()
         .and_then(|i| i["spec"]["providerID"].as_str())
@@ -78,6 +80,7 @@ pub fn reconcile(ctx: &Ctx<'_>, m: &Value) -> Result {
         return Ok(());
     }
     // Node.
+    let provider_id = provider_id.or_else(|| m["spec"]["providerID"].as_str());
     let node = match (provider_id, ctx.world.workload_cluster(namespace, cluster)) {
         (Some(pid), Some(wc)) => super::list(&wc.api(), "v1", "Node", None)
             .into_iter()
@@ -107,6 +110,12 @@ pub fn reconcile(ctx: &Ctx<'_>, m: &Value) -> Result {
         && i["status"]["addresses"].is_array()
     {
         status["addresses"] = i["status"]["addresses"].clone();
+    }
+    // The simulated certificate expiry KubeadmControlPlane records on its Machines.
+    if let Some(expiry) =
+        m["metadata"]["annotations"][super::kcp::CERTIFICATES_EXPIRY_ANNOTATION].as_str()
+    {
+        status["certificatesExpiryDate"] = json!(expiry);
     }
     if let Some(n) = &node {
         status["nodeRef"] = json!({"name": name(n)});

@@ -9,9 +9,13 @@
 //! logged and retried by the next pass.
 
 pub mod cluster;
+pub mod helmrelease;
 pub mod kcp;
 pub mod kubeadm_config;
 pub mod machine;
+pub mod machinedeployment;
+pub mod machineset;
+pub mod mhc;
 pub mod vsphere;
 
 use std::cell::Cell;
@@ -421,8 +425,38 @@ pub fn pass(
         );
     }
     if providers.contains(&Provider::Core) {
+        run(
+            "machinedeployment",
+            CAPI,
+            "MachineDeployment",
+            &machinedeployment::reconcile,
+        );
+        run("machineset", CAPI, "MachineSet", &machineset::reconcile);
         run("machine", CAPI, "Machine", &machine::reconcile);
+        run(
+            "machinehealthcheck",
+            CAPI,
+            "MachineHealthCheck",
+            &mhc::reconcile,
+        );
         run("cluster", CAPI, "Cluster", &cluster::reconcile);
+    }
+    if providers.contains(&Provider::FluxHelm) {
+        // Flux's source-controller ships with the helm-controller here.
+        for kind in ["HelmRepository", "OCIRepository"] {
+            run(
+                "source",
+                helmrelease::SOURCE,
+                kind,
+                &helmrelease::reconcile_source,
+            );
+        }
+        run(
+            "helmrelease",
+            helmrelease::HELM,
+            "HelmRelease",
+            &helmrelease::reconcile_release,
+        );
     }
     if had_error.get() {
         ctx.requeue_after(Duration::from_secs(5));
@@ -438,6 +472,10 @@ const WATCHED: &[(&str, &str)] = &[
     (CAPI, "Machine"),
     (CAPI, "MachineSet"),
     (CAPI, "MachineDeployment"),
+    (CAPI, "MachineHealthCheck"),
+    (helmrelease::HELM, "HelmRelease"),
+    (helmrelease::SOURCE, "HelmRepository"),
+    (helmrelease::SOURCE, "OCIRepository"),
     (CONTROLPLANE, "KubeadmControlPlane"),
     (BOOTSTRAP, "KubeadmConfig"),
     (INFRA, "VSphereCluster"),

@@ -260,7 +260,10 @@ pub fn reconcile_vm(ctx: &Ctx<'_>, vm: &Value) -> Result {
                 Cond::new(
                     "VirtualMachineProvisioned",
                     false,
-                    "CloningFailed",
+                    match e {
+                        crate::vsphere::VsphereError::CloneFailed { .. } => "CloningFailed",
+                        crate::vsphere::VsphereError::NotFound { .. } => "NotFound",
+                    },
                     e.to_string(),
                 ),
             ];

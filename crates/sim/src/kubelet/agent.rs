@@ -218,6 +218,8 @@ pub(crate) struct LaunchContext {
     pub agent_bin: PathBuf,
     pub pod_dir: PathBuf,
     pub log_path: PathBuf,
+    /// The cluster's network file (`FLEDGE_SIM_NETWORK_FILE`, see [`crate::faults`]).
+    pub network_file: Option<PathBuf>,
 }
 
 /// The handle on one supervised agent container.
@@ -928,6 +930,15 @@ fn prepare(ctx: &LaunchContext) -> Result<Launch, LaunchError> {
     env.extend(vars);
     env.insert("KUBECONFIG".into(), kubeconfig_path.display().to_string());
     env.insert("FLEDGE_SIM_ROOT".into(), rootfs.display().to_string());
+    if let Some(path) = &ctx.network_file {
+        env.insert(
+            crate::faults::NETWORK_FILE_ENV.into(),
+            std::path::absolute(path)
+                .unwrap_or_else(|_| path.clone())
+                .display()
+                .to_string(),
+        );
+    }
     Ok(Launch {
         program: ctx.agent_bin.clone(),
         args,

@@ -97,6 +97,9 @@ pub struct KubeletConfig {
     pub work_dir: PathBuf,
     /// The realistic delays.
     pub timings: Timings,
+    /// The cluster's network file, passed to agent processes as `FLEDGE_SIM_NETWORK_FILE`
+    /// (see [`crate::faults`] for the contract).
+    pub network_file: Option<PathBuf>,
 }
 
 impl KubeletConfig {
@@ -112,7 +115,14 @@ impl KubeletConfig {
             pod_log_dir: pod_log_dir.into(),
             work_dir: work_dir.into(),
             timings: Timings::default(),
+            network_file: None,
         }
+    }
+
+    /// Sets the network file given to agent processes.
+    pub fn with_network_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.network_file = Some(path.into());
+        self
     }
 
     /// Sets the speed factor.

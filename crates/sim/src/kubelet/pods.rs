@@ -336,6 +336,7 @@ impl Kubelet {
                 agent_bin: self.cfg.agent_bin.clone(),
                 pod_dir: pod_dir.clone(),
                 log_path: log_path.clone(),
+                network_file: self.cfg.network_file.clone(),
             };
             let sup = Supervisor::start(ctx, self.processes.clone(), self.notify.clone(), backoff);
             rt.agents.insert(cname, sup);
