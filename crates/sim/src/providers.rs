@@ -258,6 +258,16 @@ fn installs() -> Vec<ProviderInstall> {
     ]
 }
 
+/// The labels `clusterctl init` puts on every component of a provider (CRDs, namespace,
+/// RBAC, Deployments, inventory entry); the manager selects a provider's components by them.
+/// The bundled CAPI/CAPV CRD files carry the same labels.
+fn clusterctl_labels(provider: &str) -> Value {
+    json!({
+        "clusterctl.cluster.x-k8s.io": "",
+        "cluster.x-k8s.io/provider": provider,
+    })
+}
+
 fn create_or_keep(api: &ApiServer, obj: Value) -> Result<Value, InstallError> {
     let what = format!(
         "{} {}",
@@ -308,7 +318,10 @@ pub fn install_management_providers(api: &ApiServer) -> Result<(), InstallError>
     for p in installs() {
         create_or_keep(
             api,
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": p.namespace}}),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+                "name": p.namespace,
+                "labels": clusterctl_labels(p.inventory_name),
+            }}),
         )?;
         let labels = json!({
             "cluster.x-k8s.io/provider": p.inventory_name,
@@ -320,7 +333,7 @@ pub fn install_management_providers(api: &ApiServer) -> Result<(), InstallError>
                 "apiVersion": "apps/v1",
                 "kind": "Deployment",
                 "metadata": {"name": p.deployment, "namespace": p.namespace,
-                             "labels": {"cluster.x-k8s.io/provider": p.inventory_name}},
+                             "labels": clusterctl_labels(p.inventory_name)},
                 "spec": {
                     "replicas": 1,
                     "selector": {"matchLabels": labels},
@@ -344,10 +357,7 @@ pub fn install_management_providers(api: &ApiServer) -> Result<(), InstallError>
                 "metadata": {
                     "name": p.inventory_name,
                     "namespace": p.namespace,
-                    "labels": {
-                        "clusterctl.cluster.x-k8s.io": "",
-                        "cluster.x-k8s.io/provider": p.inventory_name,
-                    },
+                    "labels": clusterctl_labels(p.inventory_name),
                 },
                 "providerName": p.inventory_name.split_once('-').map_or(p.inventory_name, |(_, n)| n),
                 "type": p.provider_type,
@@ -438,5 +448,39 @@ mod tests {
         let crds = crds().unwrap();
         assert_eq!(crds.len(), CRDS.len());
         assert!(crds.iter().all(|c| c["kind"] == "CustomResourceDefinition"));
+    }
+
+    /// Every CAPI/CAPV CRD carries the label of the provider that installs it, as clusterctl
+    /// sets it, so selecting a provider's CRDs by label finds exactly its API groups.
+    #[test]
+    fn bundled_crds_carry_clusterctl_provider_labels() {
+        let installed: Vec<&str> = installs().iter().map(|p| p.inventory_name).collect();
+        let mut labelled = 0;
+        for crd in crds().unwrap() {
+            let name = crd["metadata"]["name"].as_str().unwrap().to_owned();
+            let group = crd["spec"]["group"].as_str().unwrap();
+            let labels = &crd["metadata"]["labels"];
+            let expected = match group {
+                "cluster.x-k8s.io" => Some("cluster-api"),
+                "bootstrap.cluster.x-k8s.io" => Some("bootstrap-kubeadm"),
+                "controlplane.cluster.x-k8s.io" => Some("control-plane-kubeadm"),
+                "infrastructure.cluster.x-k8s.io" => Some("infrastructure-vsphere"),
+                _ => None,
+            };
+            match expected {
+                Some(provider) => {
+                    assert!(installed.contains(&provider), "{name}: {provider}");
+                    assert_eq!(labels["cluster.x-k8s.io/provider"], provider, "{name}");
+                    assert_eq!(labels["clusterctl.cluster.x-k8s.io"], "", "{name}");
+                    labelled += 1;
+                }
+                // Flux is not installed by clusterctl; the inventory CRD is clusterctl's own.
+                None => assert!(labels["cluster.x-k8s.io/provider"].is_null(), "{name}"),
+            }
+            if group == "clusterctl.cluster.x-k8s.io" {
+                assert_eq!(labels["clusterctl.cluster.x-k8s.io/core"], "inventory");
+            }
+        }
+        assert_eq!(labelled, 13);
     }
 }

@@ -87,9 +87,10 @@ enum Command {
     /// Example:
     ///   fledge-manager serve --kubeconfig mgmt.kubeconfig --tls-dir tls --tokens tokens.txt
     Serve {
-        /// Kubeconfig of the management cluster.
+        /// Kubeconfig of the management cluster. Without it (and without KUBECONFIG) the
+        /// manager infers its configuration: `~/.kube/config`, else the Pod's ServiceAccount.
         #[arg(long, value_name = "FILE", env = "KUBECONFIG")]
-        kubeconfig: PathBuf,
+        kubeconfig: Option<PathBuf>,
         /// Address to listen on (port 0 picks one; the chosen address is printed on stdout).
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
         listen: std::net::SocketAddr,

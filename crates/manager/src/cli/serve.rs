@@ -23,8 +23,8 @@ const CRD_ESTABLISH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Options of `serve`, as parsed by clap.
 #[derive(Debug)]
 pub struct Options {
-    /// Kubeconfig of the management cluster.
-    pub kubeconfig: PathBuf,
+    /// Kubeconfig of the management cluster; `None` infers it (in-cluster in a Pod).
+    pub kubeconfig: Option<PathBuf>,
     /// Address to listen on.
     pub listen: SocketAddr,
     /// Server certificate and key files.
@@ -52,7 +52,14 @@ pub fn run(options: Options) -> anyhow::Result<Exit> {
     runtime.block_on(serve(options))
 }
 
-async fn kube_client(path: &Path) -> anyhow::Result<kube::Client> {
+async fn kube_client(path: Option<&Path>) -> anyhow::Result<kube::Client> {
+    let Some(path) = path else {
+        // In a Pod: the ServiceAccount token and the cluster CA (kube's in-cluster config).
+        let config = kube::Config::infer()
+            .await
+            .context("no --kubeconfig: inferring the Kubernetes configuration")?;
+        return kube::Client::try_from(config).context("building the Kubernetes client");
+    };
     let kubeconfig = kube::config::Kubeconfig::read_from(path)
         .with_context(|| format!("reading kubeconfig {}", path.display()))?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
@@ -81,7 +88,7 @@ async fn serve(options: Options) -> anyhow::Result<Exit> {
             "Using the manager CA for the server certificate"
         );
     }
-    let client = kube_client(&options.kubeconfig).await?;
+    let client = kube_client(options.kubeconfig.as_deref()).await?;
     if options.skip_crd_install {
         tracing::info!("Skipping CRD installation (--skip-crd-install)");
     } else {
