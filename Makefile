@@ -35,9 +35,10 @@ unit: build
 capi-validate: build deps
 	@CAPI_VALIDATE=$(CAPI_VALIDATE) MANAGER=$(MANAGER) scripts/capi-validate-examples.sh
 
-## demo: the main job on the embedded default (today: validate and render the example)
+## demo: the main job on the embedded default (KEEP=1 leaves the world and the manager running)
+KEEP ?= 0
 demo: build deps
-	@scripts/demo.sh
+	@KEEP=$(KEEP) scripts/demo.sh
 
 ## bench: release-mode benchmarks, then BENCHMARKS.md regenerated from target/bench/*.jsonl
 ## (SCALE=full for larger sizes; the default run takes a few minutes)
