@@ -7,7 +7,7 @@ use fledge_core::proto::v1;
 use fledge_core::spec::{ClusterProfile, WorkloadCluster, WorkloadClusterSpec};
 use fledge_core::validate::{validate_cluster, validate_update};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{DeleteParams, ListParams, PostParams, Preconditions, WatchEvent, WatchParams};
+use kube::api::{DeleteParams, PostParams, Preconditions, WatchEvent, WatchParams};
 use kube::{Api, ResourceExt};
 
 use super::auth::Tenant;
@@ -224,21 +224,10 @@ pub async fn list(
     tenant: &Tenant,
     page: Page,
 ) -> Result<v1::ListClustersResponse, ApiError> {
-    let mut params = ListParams::default().limit(page.size);
-    if let Some(token) = &page.token {
-        params = params.continue_token(token);
-    }
-    let list = kube_call(
-        ctx.timeout,
-        "list",
-        KIND,
-        &tenant.0,
-        api(ctx, tenant).list(&params),
-    )
-    .await?;
+    let (items, next_page_token) = page.fetch(ctx, api(ctx, tenant), KIND, &tenant.0).await?;
     Ok(v1::ListClustersResponse {
-        clusters: list.items.iter().map(to_proto).collect(),
-        next_page_token: list.metadata.continue_.unwrap_or_default(),
+        clusters: items.iter().map(to_proto).collect(),
+        next_page_token,
     })
 }
 

@@ -52,6 +52,28 @@ pub struct Page {
 }
 
 impl Page {
+    /// Reads one page of `api` through the API server's limit/continue, under the context's
+    /// deadline; returns the items and the token of the next page (empty on the last one).
+    pub async fn fetch<K>(
+        &self,
+        ctx: &Ctx,
+        api: kube::Api<K>,
+        kind: &'static str,
+        tenant: &str,
+    ) -> Result<(Vec<K>, String), status::ApiError>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let mut params = kube::api::ListParams::default().limit(self.size);
+        if let Some(token) = &self.token {
+            params = params.continue_token(token);
+        }
+        let list = status::kube_call(ctx.timeout, "list", kind, tenant, api.list(&params)).await?;
+        Ok((list.items, list.metadata.continue_.unwrap_or_default()))
+    }
+}
+
+impl Page {
     /// Clamps the page size to 1..=1000 (0 means the default of 100).
     ///
     /// # Errors

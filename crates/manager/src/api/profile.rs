@@ -117,21 +117,10 @@ pub async fn list(
     tenant: &Tenant,
     page: Page,
 ) -> Result<v1::ListProfilesResponse, ApiError> {
-    let mut params = ListParams::default().limit(page.size);
-    if let Some(token) = &page.token {
-        params = params.continue_token(token);
-    }
-    let list = kube_call(
-        ctx.timeout,
-        "list",
-        KIND,
-        &tenant.0,
-        api(ctx, tenant).list(&params),
-    )
-    .await?;
+    let (items, next_page_token) = page.fetch(ctx, api(ctx, tenant), KIND, &tenant.0).await?;
     Ok(v1::ListProfilesResponse {
-        profiles: list.items.iter().map(to_proto).collect(),
-        next_page_token: list.metadata.continue_.unwrap_or_default(),
+        profiles: items.iter().map(to_proto).collect(),
+        next_page_token,
     })
 }
 
