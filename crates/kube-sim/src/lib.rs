@@ -53,6 +53,7 @@ pub mod auth;
 pub mod defaults;
 pub mod gc;
 pub mod http;
+pub mod intern;
 pub mod kubeconfig;
 pub mod openapi;
 pub mod patch;

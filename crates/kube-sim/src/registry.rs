@@ -52,8 +52,9 @@ pub struct ScaleSpec {
 pub struct CrdInfo {
     /// The CRD's uid (objects of a recreated CRD are a different type).
     pub uid: String,
-    /// `openAPIV3Schema` per served version.
-    pub schemas: BTreeMap<String, Value>,
+    /// `openAPIV3Schema` per served version, interned process-wide (see [`crate::intern`]):
+    /// clusters with the same CRD share one immutable copy.
+    pub schemas: BTreeMap<String, Arc<Value>>,
     /// `additionalPrinterColumns` per served version.
     pub printer_columns: BTreeMap<String, Vec<Value>>,
     /// `selectableFields` (JSON paths usable in field selectors) per served version.
@@ -145,7 +146,10 @@ impl ResourceType {
 
     /// The CRD schema of `version`, if any.
     pub fn schema(&self, version: &str) -> Option<&Value> {
-        self.crd.as_ref().and_then(|c| c.schemas.get(version))
+        self.crd
+            .as_ref()
+            .and_then(|c| c.schemas.get(version))
+            .map(|s| &**s)
     }
 }
 
@@ -754,7 +758,8 @@ pub fn crd_type(crd: &Value) -> Result<ResourceType, String> {
             .cloned()
             .or_else(|| spec.pointer("/validation/openAPIV3Schema").cloned())
             .unwrap_or(Value::Null);
-        info.schemas.insert(name.to_owned(), schema);
+        info.schemas
+            .insert(name.to_owned(), crate::intern::intern(schema));
         let cols = v["additionalPrinterColumns"]
             .as_array()
             .cloned()
@@ -914,5 +919,37 @@ mod tests {
         assert_eq!(t.scale.unwrap().spec_replicas_path, ".spec.size");
         assert_eq!(t.list_kind, "WidgetList");
         assert_eq!(t.short_names, ["wd"]);
+    }
+
+    #[test]
+    fn equal_crd_schemas_are_shared_and_updates_stay_private() {
+        let crd = |uid: &str, field_type: &str| {
+            serde_json::json!({
+                "metadata": {"name": "gadgets.example.com", "uid": uid},
+                "spec": {
+                    "group": "example.com",
+                    "names": {"plural": "gadgets", "kind": "Gadget"},
+                    "versions": [{"name": "v1", "served": true, "storage": true,
+                        "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                            "spec": {"type": "object", "properties": {"size": {"type": field_type}}}}}}}]
+                }
+            })
+        };
+        // Two clusters installing the same CRD (different uids) share one schema.
+        let a = crd_type(&crd("cluster-a", "integer")).unwrap();
+        let b = crd_type(&crd("cluster-b", "integer")).unwrap();
+        let schema = |t: &ResourceType| t.crd.as_ref().unwrap().schemas["v1"].clone();
+        assert!(Arc::ptr_eq(&schema(&a), &schema(&b)));
+        // Cluster b updates its CRD: a new schema for b, a's is untouched.
+        let b2 = crd_type(&crd("cluster-b", "string")).unwrap();
+        assert!(!Arc::ptr_eq(&schema(&a), &schema(&b2)));
+        assert_eq!(
+            a.schema("v1").unwrap()["properties"]["spec"]["properties"]["size"]["type"],
+            "integer"
+        );
+        assert_eq!(
+            b2.schema("v1").unwrap()["properties"]["spec"]["properties"]["size"]["type"],
+            "string"
+        );
     }
 }

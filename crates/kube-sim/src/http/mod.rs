@@ -662,8 +662,8 @@ impl ApiServer {
         for t in self.registry().all() {
             if let Some(crd) = &t.crd {
                 for v in &t.versions {
-                    let schema = crd.schemas.get(v).cloned().unwrap_or(Value::Null);
-                    b.add_crd_version(&t.group, v, &t.kind, &t.plural, t.namespaced, &schema);
+                    let schema = crd.schemas.get(v).map_or(&Value::Null, |s| &**s);
+                    b.add_crd_version(&t.group, v, &t.kind, &t.plural, t.namespaced, schema);
                 }
             }
         }
