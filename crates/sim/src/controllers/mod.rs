@@ -385,6 +385,8 @@ pub fn pass(
     let had_error = Cell::new(false);
     let run =
         |controller: &str, kind_api: &str, kind: &str, f: &dyn Fn(&Ctx<'_>, &Value) -> Result| {
+            // Every log line of a controller carries its name next to the host's `cluster`.
+            let _span = tracing::info_span!("controller", controller).entered();
             for o in list(api, kind_api, kind, None) {
                 let r = f(&ctx, &o);
                 if r.is_err() {
