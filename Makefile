@@ -47,5 +47,7 @@ bench:
 	@status=0; \
 	SCALE=$(SCALE) BENCH_COMMAND="make bench$(if $(filter full,$(SCALE)), SCALE=full)" \
 		$(CARGO) bench -p kube-sim --bench api || status=$$?; \
+	SCALE=$(SCALE) BENCH_COMMAND="make bench$(if $(filter full,$(SCALE)), SCALE=full)" \
+		$(CARGO) bench -p fledge-sim --bench world || status=$$?; \
 	python3 scripts/bench-report.py || status=$$?; \
 	exit $$status

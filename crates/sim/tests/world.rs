@@ -507,3 +507,74 @@ async fn deleting_the_cluster_deletes_everything() {
     .await;
     world.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubeconfig_secret_works_with_kubectl() {
+    let kubectl = std::path::Path::new("/usr/bin/kubectl");
+    assert!(
+        kubectl.exists(),
+        "/usr/bin/kubectl is missing: this test runs the real kubectl against the workload cluster"
+    );
+    let (world, dir) = start_world().await;
+    let api = world.management().api();
+    apply_cluster(&api, "kubectl-sn", false);
+    wait_for("CP-A Running", || {
+        (running(&machines_of(&api, "kubectl-sn")) == 1).then_some(())
+    })
+    .await;
+    let secret = api
+        .get_object("v1", "Secret", Some("default"), "kubectl-sn-kubeconfig")
+        .unwrap();
+    let kubeconfig = STANDARD
+        .decode(secret["data"]["value"].as_str().unwrap())
+        .unwrap();
+    let file = dir.path().join("kubectl-sn.kubeconfig");
+    std::fs::write(&file, kubeconfig).unwrap();
+
+    // The Node may still be registering when the Machine turns Running: poll kubectl itself.
+    let start = Instant::now();
+    let node = loop {
+        let file = file.clone();
+        let output = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(kubectl)
+                .arg("--kubeconfig")
+                .arg(&file)
+                .args(["get", "nodes", "-o", "json"])
+                .output()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(
+            output.status.success(),
+            "kubectl get nodes failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let list: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        let ready = |n: &Value| {
+            n["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        };
+        if items.len() == 1 && ready(&items[0]) {
+            break items[0].clone();
+        }
+        assert!(items.len() <= 1, "more than one node: {items:?}");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out waiting for one Ready node through kubectl: {items:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        node["metadata"]["labels"]
+            .as_object()
+            .unwrap()
+            .contains_key("node-role.kubernetes.io/control-plane"),
+        "node has the control-plane role: {node}"
+    );
+    world.shutdown().await;
+}
