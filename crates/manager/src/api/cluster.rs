@@ -242,14 +242,7 @@ pub async fn update(
     let new_spec = spec_from(KIND, &name, request.spec)?;
     let stored = get_stored(ctx, tenant, &name).await?;
     let generation = stored.metadata.generation.unwrap_or_default();
-    if request.expected_generation != 0 && request.expected_generation != generation {
-        return Err(ApiError::StaleGeneration {
-            kind: KIND,
-            name,
-            expected: request.expected_generation,
-            actual: generation,
-        });
-    }
+    super::check_generation(KIND, &name, request.expected_generation, generation)?;
     let mut updated = stored.clone();
     updated.spec = new_spec;
     let update_errors = validate_update(&stored.spec, &updated.spec)

@@ -51,6 +51,28 @@ pub struct Page {
     pub token: Option<String>,
 }
 
+/// The optimistic-concurrency check of the Update RPCs: `expected` is the generation the
+/// caller read (0 skips the check).
+///
+/// # Errors
+/// [`ApiError::StaleGeneration`] (ABORTED) when the stored generation differs.
+pub fn check_generation(
+    kind: &'static str,
+    name: &str,
+    expected: i64,
+    actual: i64,
+) -> Result<(), ApiError> {
+    if expected != 0 && expected != actual {
+        return Err(ApiError::StaleGeneration {
+            kind,
+            name: name.to_owned(),
+            expected,
+            actual,
+        });
+    }
+    Ok(())
+}
+
 impl Page {
     /// Reads one page of `api` through the API server's limit/continue, under the context's
     /// deadline; returns the items and the token of the next page (empty on the last one).

@@ -134,14 +134,7 @@ pub async fn update(
     let wanted = build(tenant, &name, request.spec)?;
     let stored = get_stored(ctx, tenant, &name).await?;
     let generation = stored.metadata.generation.unwrap_or_default();
-    if request.expected_generation != 0 && request.expected_generation != generation {
-        return Err(ApiError::StaleGeneration {
-            kind: KIND,
-            name,
-            expected: request.expected_generation,
-            actual: generation,
-        });
-    }
+    super::check_generation(KIND, &name, request.expected_generation, generation)?;
     if stored.spec == wanted.spec {
         return Ok(to_proto(&stored));
     }
