@@ -241,6 +241,62 @@ pub struct WorkloadClusterStatus {
     /// What the current phase is doing or waiting for, e.g. `WaitingForKubeconfig`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
+    /// Per worker pool counts and version, keyed by pool name (reported by the agent).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pools: BTreeMap<String, ReplicaCounts>,
+    /// State of each add-on of the profile (reported by the agent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addons: Vec<AddonState>,
+    /// The agent's connection and its last report (written by the manager replica holding
+    /// the agent's stream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentConnection>,
+}
+
+/// State of one add-on in a cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AddonState {
+    /// The add-on's name in the profile.
+    pub name: String,
+    /// Pending, Applying, Healthy, Failed, Blocked.
+    pub state: String,
+    /// Why, for Failed and Blocked.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// When the add-on was last applied (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<String>,
+}
+
+/// Connection state of a cluster's agent and what it last reported.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentConnection {
+    /// Whether an agent stream is open to some manager replica.
+    pub connected: bool,
+    /// When the manager last heard from the agent (RFC 3339; refreshed on connect, report,
+    /// disconnect and at most every few minutes in between).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
+    /// The agent's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The newest spec generation the agent acknowledged (see the AgentService contract).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_generation: Option<i64>,
+    /// The agent's own phase: Ready, Progressing or Degraded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_phase: Option<String>,
+    /// The agent's message with its phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_message: Option<String>,
+    /// Digest of the last status report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_digest: Option<String>,
+    /// The manager replica holding the stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
 }
 
 /// Ready and desired machine counts of a node group.
@@ -251,6 +307,9 @@ pub struct ReplicaCounts {
     pub ready: i32,
     /// Machines wanted.
     pub desired: i32,
+    /// Kubernetes version the group runs (the oldest node's), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// A condition in the shape of `metav1.Condition`.

@@ -26,15 +26,32 @@ fn api(ctx: &Ctx, tenant: &Tenant) -> Api<WorkloadCluster> {
 
 /// Converts a stored cluster into its API form.
 pub fn to_proto(cluster: &WorkloadCluster) -> v1::Cluster {
+    let counts = |r: &fledge_core::spec::ReplicaCounts| v1::ReplicaCounts {
+        ready: r.ready,
+        desired: r.desired,
+        version: r.version.clone().unwrap_or_default(),
+    };
     let status = cluster.status.as_ref().map(|s| v1::ClusterStatus {
         phase: s.phase.clone().unwrap_or_default(),
         message: s.message.clone().unwrap_or_default(),
+        progress_percent: s.progress_percent.unwrap_or_default(),
         observed_generation: s.observed_generation.unwrap_or_default(),
-        control_plane: s.control_plane.as_ref().map(|r| v1::ReplicaCounts {
-            ready: r.ready,
-            desired: r.desired,
-            version: String::new(),
-        }),
+        control_plane: s.control_plane.as_ref().map(counts),
+        pools: s
+            .pools
+            .iter()
+            .map(|(name, r)| (name.clone(), counts(r)))
+            .collect(),
+        addons: s
+            .addons
+            .iter()
+            .map(|a| v1::AddonStatus {
+                name: a.name.clone(),
+                state: a.state.clone(),
+                message: a.message.clone(),
+                applied_at: a.applied_at.as_deref().and_then(rfc3339_to_proto),
+            })
+            .collect(),
         conditions: s
             .conditions
             .iter()
@@ -46,14 +63,15 @@ pub fn to_proto(cluster: &WorkloadCluster) -> v1::Cluster {
                 last_transition_time: c
                     .last_transition_time
                     .as_deref()
-                    .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
-                    .map(|t| prost_types::Timestamp {
-                        seconds: t.as_second(),
-                        nanos: t.subsec_nanosecond(),
-                    }),
+                    .and_then(rfc3339_to_proto),
             })
             .collect(),
-        ..Default::default()
+        agent: s.agent.as_ref().map(|a| v1::AgentConnection {
+            connected: a.connected,
+            last_seen: a.last_seen.as_deref().and_then(rfc3339_to_proto),
+            agent_version: a.version.clone().unwrap_or_default(),
+            applied_generation: a.applied_generation.unwrap_or_default(),
+        }),
     });
     v1::Cluster {
         name: cluster.name_any(),
@@ -65,6 +83,16 @@ pub fn to_proto(cluster: &WorkloadCluster) -> v1::Cluster {
         created_at: cluster.metadata.creation_timestamp.as_ref().map(timestamp),
         revision: cluster.resource_version().unwrap_or_default(),
     }
+}
+
+/// Parses an RFC 3339 time into a protobuf timestamp (`None` when unparsable).
+pub fn rfc3339_to_proto(text: &str) -> Option<prost_types::Timestamp> {
+    text.parse::<k8s_openapi::jiff::Timestamp>()
+        .ok()
+        .map(|t| prost_types::Timestamp {
+            seconds: t.as_second(),
+            nanos: t.subsec_nanosecond(),
+        })
 }
 
 /// Validates a cluster and checks that its profile exists in the tenant.
