@@ -60,10 +60,7 @@ pub fn to_proto(cluster: &WorkloadCluster) -> v1::Cluster {
                 status: c.status.clone(),
                 reason: c.reason.clone(),
                 message: c.message.clone(),
-                last_transition_time: c
-                    .last_transition_time
-                    .as_deref()
-                    .and_then(rfc3339_to_proto),
+                last_transition_time: c.last_transition_time.as_deref().and_then(rfc3339_to_proto),
             })
             .collect(),
         agent: s.agent.as_ref().map(|a| v1::AgentConnection {
