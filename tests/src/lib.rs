@@ -636,3 +636,479 @@ pub async fn capi_objects(client: &Client, namespace: &str, cluster: &str) -> Ve
     out.sort();
     out
 }
+
+// === AgentService: a test-side fake agent (tests/tests/agent_service.rs) ===
+
+/// A client certificate and key (PEM) for a fake agent.
+#[derive(Clone)]
+pub struct AgentCert {
+    /// The certificate (PEM).
+    pub cert_pem: String,
+    /// The private key (PEM).
+    pub key_pem: String,
+}
+
+/// Issues an agent certificate for `namespace/name/uid` (URI SAN
+/// `fledge://cluster/<ns>/<name>/<uid>`, as the manager's `ca.rs` does) from the CA files
+/// `ca.crt`/`ca.key` in `tls_dir`, valid from 5 minutes ago for `validity`.
+pub fn issue_agent_cert(
+    tls_dir: &Path,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+    validity: Duration,
+) -> AgentCert {
+    let ca_cert = std::fs::read_to_string(tls_dir.join("ca.crt")).expect("ca.crt");
+    let ca_key = std::fs::read_to_string(tls_dir.join("ca.key")).expect("ca.key");
+    let ca_key = rcgen::KeyPair::from_pem(&ca_key).expect("CA key");
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert, ca_key).expect("CA cert");
+    sign_agent_cert(&issuer, namespace, name, uid, validity)
+}
+
+/// An agent certificate signed by `issuer` (any CA, e.g. a foreign one).
+pub fn sign_agent_cert<S: rcgen::SigningKey>(
+    issuer: &rcgen::Issuer<'_, S>,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+    validity: Duration,
+) -> AgentCert {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.subject_alt_names = vec![rcgen::SanType::URI(
+        format!("fledge://cluster/{namespace}/{name}/{uid}")
+            .try_into()
+            .expect("URI"),
+    )];
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let now = std::time::SystemTime::now();
+    params.not_before = (now - Duration::from_secs(300)).into();
+    params.not_after = (now + validity).into();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let cert = params.signed_by(&key, issuer).expect("sign");
+    AgentCert {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    }
+}
+
+/// A self-signed CA that is not the manager's (for negative tests).
+pub fn foreign_ca() -> rcgen::Issuer<'static, rcgen::KeyPair> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    rcgen::Issuer::new(params, key)
+}
+
+/// A fake agent's open stream.
+pub struct FakeAgent {
+    /// Messages to the manager.
+    pub tx: futures::channel::mpsc::UnboundedSender<fledge_core::proto::v1::AgentMessage>,
+    /// Messages from the manager.
+    pub rx: tonic::Streaming<fledge_core::proto::v1::ManagerMessage>,
+}
+
+/// An AgentService stream's first message.
+pub fn hello(
+    namespace: &str,
+    name: &str,
+    uid: &str,
+    applied: i64,
+) -> fledge_core::proto::v1::AgentMessage {
+    use fledge_core::proto::v1::{AgentMessage, ClusterIdentity, Hello, agent_message::Message};
+    AgentMessage {
+        message: Some(Message::Hello(Hello {
+            cluster: Some(ClusterIdentity {
+                namespace: namespace.into(),
+                name: name.into(),
+                uid: uid.into(),
+            }),
+            agent_version: "fake-1".into(),
+            applied_generation: applied,
+            status_digest: String::new(),
+        })),
+    }
+}
+
+impl World {
+    /// A TLS channel to manager `manager` presenting `cert` (or none); errors are returned, not
+    /// panicked on, so tests can assert handshake failures.
+    pub async fn agent_channel(
+        &self,
+        manager: usize,
+        cert: Option<&AgentCert>,
+    ) -> Result<Channel, tonic::transport::Error> {
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(self.ca_pem()))
+            .domain_name("localhost");
+        if let Some(cert) = cert {
+            tls = tls.identity(tonic::transport::Identity::from_pem(
+                &cert.cert_pem,
+                &cert.key_pem,
+            ));
+        }
+        Endpoint::from_shared(format!("https://{}", self.managers[manager].addr))?
+            .tls_config(tls)?
+            .connect_timeout(Duration::from_secs(20))
+            .connect()
+            .await
+    }
+
+    /// Opens an AgentService stream on manager `manager` with `cert`, sending `first` at once.
+    /// Returns the manager's status if it refuses the stream.
+    pub async fn fake_agent(
+        &self,
+        manager: usize,
+        cert: Option<&AgentCert>,
+        first: fledge_core::proto::v1::AgentMessage,
+    ) -> Result<FakeAgent, tonic::Status> {
+        use fledge_core::proto::v1::agent_service_client::AgentServiceClient;
+        let channel = self
+            .agent_channel(manager, cert)
+            .await
+            .map_err(|err| tonic::Status::unavailable(format!("connect: {err:?}")))?;
+        let (tx, outbound) = futures::channel::mpsc::unbounded();
+        tx.unbounded_send(first).expect("queue the first message");
+        let response =
+            tokio::time::timeout(DEADLINE, AgentServiceClient::new(channel).session(outbound))
+                .await
+                .expect("the manager answers the stream")?;
+        Ok(FakeAgent {
+            tx,
+            rx: response.into_inner(),
+        })
+    }
+}
+
+impl FakeAgent {
+    /// Sends a message to the manager.
+    pub fn send(&self, message: fledge_core::proto::v1::agent_message::Message) {
+        self.tx
+            .unbounded_send(fledge_core::proto::v1::AgentMessage {
+                message: Some(message),
+            })
+            .expect("stream open");
+    }
+
+    /// The next message from the manager other than a heartbeat, within `deadline`;
+    /// `Ok(None)` when the deadline passes, `Err` when the stream ends with an error.
+    pub async fn next_within(
+        &mut self,
+        deadline: Duration,
+    ) -> Result<Option<fledge_core::proto::v1::manager_message::Message>, tonic::Status> {
+        use fledge_core::proto::v1::manager_message::Message;
+        let wait = async {
+            loop {
+                match self.rx.message().await? {
+                    Some(message) => match message.message {
+                        Some(Message::Heartbeat(_)) | None => continue,
+                        Some(other) => return Ok(Some(other)),
+                    },
+                    None => return Ok(None),
+                }
+            }
+        };
+        match tokio::time::timeout(deadline, wait).await {
+            Ok(result) => result,
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The next message other than a heartbeat; fails after [`DEADLINE`].
+    pub async fn next(&mut self) -> fledge_core::proto::v1::manager_message::Message {
+        self.next_within(DEADLINE)
+            .await
+            .expect("the stream stays open")
+            .expect("a message from the manager")
+    }
+}
+
+/// What one `fledge-manager` client command did.
+#[derive(Debug)]
+pub struct CliRun {
+    /// The exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// A `fledge-manager` command with a clean environment: no `FLEDGE_*` connection variables
+/// from the caller, and `XDG_CONFIG_HOME` set to `config_home` so no user config leaks in.
+pub fn cli_command(config_home: &Path) -> Command {
+    let mut command = Command::new(bin("fledge-manager"));
+    for var in [
+        "FLEDGE_SERVER",
+        "FLEDGE_CA_FILE",
+        "FLEDGE_TOKEN",
+        "KUBECONFIG",
+    ] {
+        command.env_remove(var);
+    }
+    command
+        .env("XDG_CONFIG_HOME", config_home)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+/// Runs a prepared client command to completion (within [`DEADLINE`]).
+pub async fn cli_output(mut command: Command) -> CliRun {
+    let output = tokio::time::timeout(DEADLINE, command.output())
+        .await
+        .expect("fledge-manager did not finish")
+        .expect("run fledge-manager");
+    CliRun {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+impl World {
+    /// The connection flags of a client command to manager `manager` with `token`.
+    pub fn cli_flags(&self, manager: usize, token: &str) -> Vec<String> {
+        vec![
+            "--server".into(),
+            format!("https://{}", self.managers[manager].addr),
+            "--ca-file".into(),
+            self.tls_dir().join("ca.crt").display().to_string(),
+            "--token".into(),
+            token.into(),
+        ]
+    }
+
+    /// Runs `fledge-manager <args> <connection flags>` against manager `manager` as `token`.
+    pub async fn cli(&self, manager: usize, token: &str, args: &[&str]) -> CliRun {
+        let mut command = cli_command(&self.dir.path().join("cli-config"));
+        command.args(args).args(self.cli_flags(manager, token));
+        cli_output(command).await
+    }
+}
+
+/// Benchmark figures in the format `scripts/bench-report.py` renders.
+pub mod report;
+
+// ===== Pivot and deletion helpers (H1) =====
+
+/// Creates the example `file`'s profiles and cluster (renamed `name`) over gRPC as tenant
+/// `team-a` (token `token-a`), after creating the namespace and the vSphere credentials.
+pub async fn create_example_over_grpc(world: &World, manager: usize, file: &str, name: &str) {
+    use fledge_core::proto::v1;
+    let kube = world.kube().await;
+    create_credentials(&kube, "team-a").await;
+    let mut grpc = world.grpc(manager).await;
+    for profile in example_profiles(file, "team-a") {
+        let request = v1::CreateProfileRequest {
+            name: profile.metadata.name.clone().unwrap_or_default(),
+            spec: Some((&profile.spec).into()),
+        };
+        match grpc.create_profile(authed(request, "token-a")).await {
+            Ok(_) => {}
+            Err(status) if status.code() == tonic::Code::AlreadyExists => {}
+            Err(status) => panic!("creating the profile: {status}"),
+        }
+    }
+    let cluster = example_cluster(file, "team-a", name);
+    let request = v1::CreateClusterRequest {
+        name: name.to_string(),
+        spec: Some(v1::ClusterSpec::from(&cluster.spec)),
+    };
+    grpc.create_cluster(authed(request, "token-a"))
+        .await
+        .unwrap_or_else(|s| panic!("creating {name} over gRPC: {s}"));
+}
+
+/// The pivot journal (`fledge-pivot-<name>`) of a cluster: its JSON record, if any.
+pub async fn pivot_journal(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Option<serde_json::Value> {
+    let api: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), namespace);
+    let cm = api
+        .get_opt(&format!("fledge-pivot-{name}"))
+        .await
+        .expect("reading the journal")?;
+    let text = cm.data?.get("journal.json")?.clone();
+    Some(serde_json::from_str(&text).expect("journal parses"))
+}
+
+/// The kill points of `const <which>` in `crates/manager/src/pivot/kill.rs` (the one list).
+pub fn kill_points(which: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(repo_root().join("crates/manager/src/pivot/kill.rs"))
+        .expect("kill.rs");
+    let start = text
+        .find(&format!("pub const {which}: &[&str] = &["))
+        .unwrap_or_else(|| panic!("no {which} in kill.rs"));
+    let body = &text[start..];
+    let body = &body[body.find("&[").expect("list") + 2..body.find("];").expect("end")];
+    body.split(',')
+        .map(|s| s.trim().trim_matches('"').to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// The kill points that fired in a manager's log (`KILL POINT <name> cluster=<cluster>`).
+pub fn fired_kill_points(log: &str) -> Vec<(String, String)> {
+    log.lines()
+        .filter_map(|l| {
+            let rest = &l[l.find("KILL POINT ")? + "KILL POINT ".len()..];
+            let (point, rest) = rest.split_once(" cluster=")?;
+            let cluster = rest.split(':').next()?;
+            Some((point.to_string(), cluster.to_string()))
+        })
+        .collect()
+}
+
+/// Asserts the pivot's end state for `team-a/name`: the management cluster holds none of the
+/// cluster's CAPI objects, the workload cluster holds every planned one (same names), the
+/// Cluster is unpaused and keeps its status, no object carries the paused annotation, and the
+/// Machines are the planned ones with their Nodes' providerIDs. Returns the journal.
+pub async fn assert_pivoted(world: &World, name: &str) -> serde_json::Value {
+    let kube = world.kube().await;
+    let journal = pivot_journal(&kube, "team-a", name)
+        .await
+        .unwrap_or_else(|| panic!("{name}: no journal"));
+    assert_eq!(journal["state"], "Done", "{name}: {journal:#}");
+    assert_eq!(journal["direction"], "forward");
+    let left = capi_objects(&kube, "team-a", name).await;
+    assert!(
+        left.is_empty(),
+        "{name}: left in the management cluster: {left:?}"
+    );
+    let workload = world.workload_kube("team-a", name).await;
+    let moved = capi_objects(&workload, "team-a", name).await;
+    let mut planned: Vec<String> = journal["objects"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .filter(|e| e["apiVersion"].as_str().is_some_and(|v| v.contains('/')))
+        .map(|e| {
+            format!(
+                "{}/{}",
+                e["kind"].as_str().unwrap_or_default(),
+                e["name"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    planned.sort();
+    // Every planned object is there once; controllers may add none while unpaused here since
+    // the spec did not change (a new Machine would be a recreated one).
+    assert_eq!(
+        moved, planned,
+        "{name}: objects in the workload cluster vs the plan"
+    );
+    let cluster = dynamic(
+        &workload,
+        "team-a",
+        "cluster.x-k8s.io",
+        "v1beta2",
+        "Cluster",
+    )
+    .get(name)
+    .await
+    .expect("the Cluster in the workload cluster");
+    assert_ne!(
+        cluster.data["spec"]["paused"], true,
+        "{name}: Cluster still paused"
+    );
+    assert_eq!(
+        cluster.data["status"]["initialization"]["controlPlaneInitialized"], true,
+        "{name}: status lost"
+    );
+    for (group, version, kind) in CAPI_KINDS {
+        let list = match dynamic(&workload, "team-a", group, version, kind)
+            .list(&Default::default())
+            .await
+        {
+            Ok(l) => l,
+            Err(_) => continue,
+        };
+        for obj in list {
+            let paused = obj
+                .metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(fledge_core::names::PAUSED_ANNOTATION));
+            assert!(
+                !paused,
+                "{name}: {kind} {:?} still paused",
+                obj.metadata.name
+            );
+        }
+    }
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(workload.clone());
+    let provider_ids: Vec<String> = nodes
+        .list(&Default::default())
+        .await
+        .expect("nodes")
+        .items
+        .into_iter()
+        .filter_map(|n| n.spec.and_then(|s| s.provider_id))
+        .collect();
+    let machines = dynamic(
+        &workload,
+        "team-a",
+        "cluster.x-k8s.io",
+        "v1beta2",
+        "Machine",
+    )
+    .list(&Default::default())
+    .await
+    .expect("machines");
+    for m in machines.items.iter().filter(|m| {
+        m.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(fledge_core::names::CLUSTER_NAME_LABEL))
+            .is_some_and(|c| c == name)
+    }) {
+        let pid = m.data["spec"]["providerID"].as_str().unwrap_or_default();
+        assert!(
+            !pid.is_empty() && provider_ids.iter().any(|p| p == pid),
+            "{name}: Machine {:?} providerID {pid:?} matches no Node ({provider_ids:?})",
+            m.metadata.name
+        );
+    }
+    let secrets: Api<Secret> = Api::namespaced(kube.clone(), "team-a");
+    assert!(
+        secrets
+            .get_opt(&format!("{name}-kubeconfig"))
+            .await
+            .expect("get")
+            .is_none()
+    );
+    assert!(
+        secrets
+            .get_opt(&format!("{name}-fledge-kubeconfig"))
+            .await
+            .expect("get")
+            .is_some()
+    );
+    journal
+}
+
+/// Appends one JSON line to `$FLEDGE_BENCH_OUT` (a file path) when the variable is set.
+pub fn bench_line(value: &serde_json::Value) {
+    let Some(path) = std::env::var_os("FLEDGE_BENCH_OUT") else {
+        return;
+    };
+    use std::io::Write as _;
+    let path = PathBuf::from(path);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .expect("bench file");
+    writeln!(file, "{value}").expect("write bench line");
+}
