@@ -4,6 +4,10 @@ CARGO ?= cargo
 SHARED ?= $(abspath ../shared)
 CAPI_VALIDATE ?= $(SHARED)/tools/capi-validate
 MANAGER := target/debug/fledge-manager
+# The kill points (failpoints) of the pivot and the pipeline are compiled into the debug binaries
+# the tests run; without FAILPOINTS in the environment they do nothing. Both `build` and `unit`
+# use the same features, so cargo never rebuilds the manager without them in between.
+FEATURES ?= --features fledge-manager/failpoints
 
 .PHONY: all build test lint fmt-check clippy unit capi-validate demo deps clean-state bench
 
@@ -15,7 +19,7 @@ deps:
 
 ## build: every binary of the workspace
 build:
-	$(CARGO) build --workspace --bins
+	$(CARGO) build --workspace --bins $(FEATURES)
 
 ## test: formatting, lints, every test, and capi-validate of every example
 test: deps fmt-check clippy unit capi-validate
@@ -24,12 +28,12 @@ fmt-check:
 	$(CARGO) fmt --all -- --check
 
 clippy:
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets $(FEATURES) -- -D warnings
 
 lint: fmt-check clippy
 
 unit: build
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace $(FEATURES)
 
 ## capi-validate: both phases of every example must be 0 invalid against the upstream CRDs
 capi-validate: build deps
@@ -41,7 +45,7 @@ demo: build deps
 	@KEEP=$(KEEP) scripts/demo.sh
 
 ## bench: release-mode benchmarks, then BENCHMARKS.md regenerated from target/bench/*.jsonl
-## (SCALE=full for larger sizes; the default run takes a few minutes)
+## (SCALE=full for larger sizes; the default run takes about 20 minutes)
 SCALE ?= default
 bench:
 	@status=0; \
@@ -49,5 +53,8 @@ bench:
 		$(CARGO) bench -p kube-sim --bench api || status=$$?; \
 	SCALE=$(SCALE) BENCH_COMMAND="make bench$(if $(filter full,$(SCALE)), SCALE=full)" \
 		$(CARGO) bench -p fledge-sim --bench world || status=$$?; \
+	$(CARGO) build --release -p fledge-sim -p fledge-manager || status=$$?; \
+	SCALE=$(SCALE) BENCH_COMMAND="make bench$(if $(filter full,$(SCALE)), SCALE=full)" \
+		$(CARGO) bench -p fledge-manager --bench agents || status=$$?; \
 	python3 scripts/bench-report.py || status=$$?; \
 	exit $$status

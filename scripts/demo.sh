@@ -1,86 +1,144 @@
 #!/usr/bin/env bash
-# `make demo`: walks through what Fledge does with the examples, on the embedded default:
-# the simulated world (fledge-sim) and the manager (fledge-manager serve) on loopback.
+# `make demo`: the main job on the embedded default, narrated one line per step.
 #
-# What exists today: validation and rendering, the simulated world, and the manager's
-# pipeline up to installing the providers and the agent into the new cluster. The pivot, the
-# agent itself and day-2 operations are still being built; the demo grows with them.
-# Leaves no process behind unless KEEP=1.
+#   fledge-manager serve --embedded   (self-signed TLS, a generated token, and fledge-sim
+#                                      started as a separate process: the simulated world)
+#   cluster create -f examples/edge-1.yaml --wait     (live progress through the pivot)
+#   the new cluster's nodes and CAPI objects, and an empty management cluster
+#   the manager killed; a worker VM deleted; the cluster heals itself
+#   the manager back; status caught up; a pool scaled; the cluster deleted (reverse pivot)
+#
+# Leaves no process behind unless KEEP=1 (then prints how to go on exploring).
+# DEMO_SPEED sets the simulated world's speed (default 50: the demo takes about a minute after the build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=target/debug
+bin=$PWD/target/debug
+fm=$bin/fledge-manager
 example=examples/edge-1.yaml
-say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+speed=${DEMO_SPEED:-50}
+step=0
+say() { step=$((step + 1)); printf '\n\033[1m[%d] %s\033[0m  (%ds)\n' "$step" "$*" "$SECONDS"; }
+indent() { sed 's/^/    /'; }
 
-say "Validating $example (every problem would be listed with its field path, exit code 2)"
-$bin/fledge-manager validate -f "$example"
-
-say "A broken spec is rejected with one 'path: reason' line per problem"
-tmp=$(mktemp -d)
-pids=()
+state=$(mktemp -d "${TMPDIR:-/tmp}/fledge-demo.XXXXXX")
+manager_pid=""
 cleanup() {
-  if [[ "${KEEP:-0}" != 1 ]]; then
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$tmp"
+  local status=$?
+  if [[ "${KEEP:-0}" == 1 && $status == 0 ]]; then
+    return
   fi
+  [[ -n "$manager_pid" ]] && kill -TERM "$manager_pid" 2>/dev/null && wait "$manager_pid" 2>/dev/null
+  if [[ -f "$state/sim.pid" ]]; then
+    sim_pid=$(cat "$state/sim.pid")
+    kill -TERM "$sim_pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$sim_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$sim_pid" 2>/dev/null || true
+  fi
+  if [[ $status != 0 ]]; then
+    echo "demo failed (exit $status); logs:" >&2
+    tail -n 30 "$state"/manager*.log "$state/sim.log" >&2 2>/dev/null || true
+  fi
+  rm -rf "$state"
 }
 trap cleanup EXIT
-sed -e 's/replicas: 3/replicas: 2/' -e 's/port: 6443/port: 70000/' "$example" > "$tmp/broken.yaml"
-if $bin/fledge-manager validate -f "$tmp/broken.yaml"; then echo "expected a failure" >&2; exit 1; else echo "(exit code $?)"; fi
 
-say "The Cluster API objects the manager creates for the first control-plane node (bootstrap phase)"
-$bin/fledge-manager render -f "$example" --phase bootstrap | grep -E '^(kind|  name):' | paste - - | sed 's/^/   /'
-say "... and the end state the agent keeps inside the workload cluster (full phase)"
-$bin/fledge-manager render -f "$example" --phase full | grep -E '^(kind|  name):' | paste - - | sed 's/^/   /'
-CAPI_VALIDATE=${CAPI_VALIDATE:-../shared/tools/capi-validate} MANAGER=$bin/fledge-manager \
-  scripts/capi-validate-examples.sh | tail -n 1
+start_manager() {
+  local log=$1 listen=$2
+  "$fm" serve --embedded --state-dir "$state" --sim-speed "$speed" --listen "$listen" \
+    > "$state/$log.out" 2> "$state/$log.log" &
+  manager_pid=$!
+  for _ in $(seq 1 300); do
+    grep -q '^listening on ' "$state/$log.out" 2>/dev/null && break
+    kill -0 "$manager_pid" 2>/dev/null || { cat "$state/$log.log" >&2; exit 1; }
+    sleep 0.2
+  done
+  addr=$(sed -n 's/^listening on //p' "$state/$log.out" | head -n 1)
+  [[ -n "$addr" ]] || { echo "the manager did not start" >&2; exit 1; }
+}
 
-say "Starting the simulated world (fledge-sim serve --speed 50) in $tmp/world"
-$bin/fledge-sim serve --state-dir "$tmp/world" --speed 50 --agent-bin "$bin/fledge-agent" \
-  > "$tmp/sim.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 150); do [[ -f "$tmp/world/kubeconfig" ]] && break; sleep 0.2; done
-[[ -f "$tmp/world/kubeconfig" ]] || { echo "fledge-sim did not start; see $tmp/sim.log" >&2; exit 1; }
-export KUBECONFIG="$tmp/world/kubeconfig"
-kubectl get deployments -A --no-headers | awk '{print "   provider: " $1 "/" $2}'
+say "Checking $example (every problem would be listed with its field path, exit code 2)"
+"$fm" validate -f "$example" | indent
 
-say "Starting the manager (self-signed TLS in $tmp/tls, one token for tenant default)"
-token=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
-echo "$token default" > "$tmp/tokens"
-$bin/fledge-manager serve --kubeconfig "$KUBECONFIG" --listen 127.0.0.1:0 \
-  --tls-dir "$tmp/tls" --tokens "$tmp/tokens" > "$tmp/manager.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 150); do kubectl get crd workloadclusters.fledge.dev >/dev/null 2>&1 && break; sleep 0.2; done
-grep -m1 'listening on' "$tmp/manager.log" | sed 's/^/   /' || true
+say "Starting the manager on the embedded default: fledge-sim as its own process, TLS and a token in $state"
+start_manager manager 127.0.0.1:0
+export FLEDGE_SERVER="https://$addr" FLEDGE_CA_FILE="$state/tls/ca.crt" FLEDGE_TOKEN
+FLEDGE_TOKEN=$(cat "$state/token")
+mgmt="$state/sim/kubeconfig"
+echo "manager https://$addr (pid $manager_pid), world pid $(cat "$state/sim.pid"), speed x$speed" | indent
 
-say "Creating examples/single-node.yaml as a WorkloadCluster (kubectl works like the gRPC API)"
-kubectl create secret generic vsphere-credentials --from-literal=username=admin --from-literal=password=secret >/dev/null
-kubectl apply -f examples/single-node.yaml
-last=""
-for _ in $(seq 1 600); do
-  phase=$(kubectl get workloadcluster single-node -o jsonpath='{.status.phase}' 2>/dev/null || true)
-  if [[ -n "$phase" && "$phase" != "$last" ]]; then
-    printf '   %s  phase=%s\n' "$(date +%T)" "$phase"
-    last=$phase
+say "Creating edge-1 (3 control-plane nodes, pools general and batch, profile standard) and following it"
+"$fm" cluster create -f "$example" --wait --timeout 10m 2>&1 | indent
+"$fm" cluster list | indent
+
+say "Inside edge-1, with the kubeconfig the manager hands out: its nodes and the CAPI objects it now owns"
+"$fm" cluster kubeconfig edge-1 --write "$state/edge-1.kubeconfig"
+kubectl --kubeconfig "$state/edge-1.kubeconfig" get nodes | indent
+kubectl --kubeconfig "$state/edge-1.kubeconfig" get kubeadmcontrolplane,machinedeployments -A | indent
+
+say "The management cluster no longer holds edge-1's CAPI objects, only its WorkloadCluster"
+kubectl --kubeconfig "$mgmt" get clusters.cluster.x-k8s.io,machines.cluster.x-k8s.io -A 2>&1 | indent
+kubectl --kubeconfig "$mgmt" get workloadclusters -A | indent
+
+say "Killing the manager (SIGKILL): edge-1 keeps managing itself"
+kill -KILL "$manager_pid"; wait "$manager_pid" 2>/dev/null || true; manager_pid=""
+echo "manager gone" | indent
+
+# A node of pool general (3 machines): the MachineHealthCheck of the single-machine batch
+# pool would not remediate, since one unhealthy machine of one is above its threshold.
+worker=$(kubectl --kubeconfig "$state/edge-1.kubeconfig" get nodes --no-headers \
+  -o custom-columns=N:.metadata.name | grep -- '-general-' | head -n 1)
+nodes_before=$(kubectl --kubeconfig "$state/edge-1.kubeconfig" get nodes --no-headers | grep -c ' Ready ')
+admin=$(cat "$state/sim/admin-addr")
+say "Deleting worker $worker's VM in the simulated vCenter"
+curl -fsS -X POST "http://$admin/v1/clusters/team-a/edge-1/nodes/$worker/delete-vm" | indent
+machines() {
+  kubectl --kubeconfig "$state/edge-1.kubeconfig" get machines.cluster.x-k8s.io -n team-a --no-headers \
+    -o custom-columns=N:.metadata.name,P:.status.phase,NODE:.status.nodeRef.name
+}
+healed=0
+for _ in $(seq 1 900); do
+  if ! machines | grep -q "$worker"; then
+    nodes_ready=$(kubectl --kubeconfig "$state/edge-1.kubeconfig" get nodes --no-headers | grep -c ' Ready ' || true)
+    if [[ "$nodes_ready" -ge "$nodes_before" ]]; then healed=1; break; fi
   fi
-  [[ "$phase" == "InstallingAgent" || "$phase" == "Pivoting" || "$phase" == "HandedOver" || "$phase" == "Ready" ]] && break
   sleep 0.2
 done
-kubectl get workloadclusters,clusters,kubeadmcontrolplanes,machines -A
+[[ $healed == 1 ]] || { echo "edge-1 did not heal" >&2; machines >&2; exit 1; }
+echo "MachineHealthCheck replaced the machine; with the manager still down:" | indent
+kubectl --kubeconfig "$state/edge-1.kubeconfig" get nodes | indent
 
-wc_kubeconfig="$tmp/world/clusters/default/single-node/kubeconfig"
-if [[ -f "$wc_kubeconfig" ]]; then
-  say "Inside the new cluster: its node, and the Cluster API providers the manager installed there"
-  kubectl --kubeconfig "$wc_kubeconfig" get nodes
-  kubectl --kubeconfig "$wc_kubeconfig" get deployments -A
-fi
+say "Restarting the manager (it reuses the running world); the agent reconnects and status catches up"
+# The same address: the agents dial the endpoint they were installed with.
+start_manager manager-2 "$addr"
+for _ in $(seq 1 600); do
+  out=$("$fm" cluster get edge-1 -o json 2>/dev/null || true)
+  if python3 -c 'import json,sys; s=json.load(sys.stdin).get("status",{}); a=s.get("agent",{}); sys.exit(0 if s.get("phase")=="Ready" and a.get("connected") else 1)' <<<"$out" 2>/dev/null; then break; fi
+  sleep 0.2
+done
+"$fm" cluster get edge-1 -o wide | indent
 
-say "Next (being built): the pivot moves these CAPI objects into the cluster and the agent takes over"
+say "Scaling pool general from 3 to 4 workers (a spec change the agent applies)"
+"$fm" cluster scale edge-1 --pool general --replicas 4 | indent
+for _ in $(seq 1 900); do
+  out=$("$fm" cluster get edge-1 -o json 2>/dev/null || true)
+  if python3 -c 'import json,sys; s=json.load(sys.stdin).get("status",{}); p=s.get("pools",{}).get("general",{}); sys.exit(0 if s.get("phase")=="Ready" and p.get("ready")==4 and p.get("desired")==4 else 1)' <<<"$out" 2>/dev/null; then break; fi
+  sleep 0.2
+done
+"$fm" cluster get edge-1 | indent
+
+say "Deleting edge-1: its CAPI objects move back to the management cluster, then its machines go"
+"$fm" cluster delete edge-1 --wait --timeout 10m 2>&1 | indent
+kubectl --kubeconfig "$mgmt" get clusters.cluster.x-k8s.io,machines.cluster.x-k8s.io,workloadclusters -A 2>&1 | indent
+
 if [[ "${KEEP:-0}" == 1 ]]; then
-  echo "fledge-sim and fledge-manager keep running (pids ${pids[*]})."
-  echo "   management kubeconfig: $KUBECONFIG"
-  echo "   manager CA: $tmp/tls/ca.crt   token file: $tmp/tokens   logs: $tmp/*.log"
+  say "Keep exploring: the manager and the world are still running"
+  cat <<EOF | indent
+export FLEDGE_SERVER=https://$addr FLEDGE_CA_FILE=$state/tls/ca.crt FLEDGE_TOKEN=\$(cat $state/token)
+$fm cluster create -f examples/single-node.yaml --wait
+management kubeconfig: $mgmt
+token file: $state/token    manager pid: $manager_pid    world pid: $(cat "$state/sim.pid")
+stop: kill $manager_pid \$(cat $state/sim.pid)
+EOF
 else
-  echo "Stopping fledge-sim and the manager. Run 'make demo KEEP=1' to keep exploring."
+  say "Done. Stopping the manager and the world ('make demo KEEP=1' keeps them running)"
 fi

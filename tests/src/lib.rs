@@ -948,7 +948,7 @@ pub fn kill_points(which: &str) -> Vec<String> {
         .find(&format!("pub const {which}: &[&str] = &["))
         .unwrap_or_else(|| panic!("no {which} in kill.rs"));
     let body = &text[start..];
-    let body = &body[body.find("&[").expect("list") + 2..body.find("];").expect("end")];
+    let body = &body[body.find("= &[").expect("list") + 4..body.find("];").expect("end")];
     body.split(',')
         .map(|s| s.trim().trim_matches('"').to_string())
         .filter(|s| !s.is_empty())
@@ -1111,4 +1111,219 @@ pub fn bench_line(value: &serde_json::Value) {
         .open(&path)
         .expect("bench file");
     writeln!(file, "{value}").expect("write bench line");
+}
+
+/// Fails unless the manager binary was built with its kill points
+/// (`--features fledge-manager/failpoints`, as `make build` does).
+pub fn require_kill_points() {
+    let binary = std::fs::read(bin("fledge-manager")).expect("read the manager binary");
+    let marker = b"KILL POINT ";
+    assert!(
+        binary.windows(marker.len()).any(|w| w == marker),
+        "target/debug/fledge-manager has no kill points: build it with \
+         `cargo build --workspace --bins --features fledge-manager/failpoints` (make build does)"
+    );
+}
+
+// === Agent (tests/tests/agent.rs) ===
+
+/// Installs Flux (its CRDs, copied from the management cluster `mgmt`, and a
+/// `helm-controller` Deployment the simulated node runtime recognises) into the workload
+/// cluster `workload`, so that Helm add-ons can become Ready there. Idempotent.
+pub async fn install_flux(mgmt: &Client, workload: &Client) -> Result<(), kube::Error> {
+    use kube::api::{Patch, PatchParams};
+    let crd = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "apiextensions.k8s.io",
+        "v1",
+        "CustomResourceDefinition",
+    ));
+    let source: Api<DynamicObject> = Api::all_with(mgmt.clone(), &crd);
+    let target: Api<DynamicObject> = Api::all_with(workload.clone(), &crd);
+    let params = PatchParams::apply("fledge-e2e").force();
+    for obj in source.list(&Default::default()).await? {
+        let crd_name = obj.metadata.name.clone().unwrap_or_default();
+        if !crd_name.ends_with(".toolkit.fluxcd.io") {
+            continue;
+        }
+        let mut value = serde_json::to_value(&obj).expect("json");
+        value["metadata"] = serde_json::json!({"name": crd_name, "labels": obj.metadata.labels});
+        value.as_object_mut().expect("object").remove("status");
+        target
+            .patch(&crd_name, &params, &Patch::Apply(&value))
+            .await?;
+    }
+    let namespaces: Api<Namespace> = Api::all(workload.clone());
+    let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "flux-system"}});
+    namespaces
+        .patch("flux-system", &params, &Patch::Apply(&ns))
+        .await?;
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(workload.clone(), "flux-system");
+    let deployment = serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "helm-controller", "namespace": "flux-system"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "helm-controller"}},
+            "template": {
+                "metadata": {"labels": {"app": "helm-controller"}},
+                "spec": {
+                    "tolerations": [{"operator": "Exists"}],
+                    "containers": [{"name": "manager", "image": "ghcr.io/fluxcd/helm-controller:v1.3.0"}],
+                },
+            },
+        },
+    });
+    deployments
+        .patch("helm-controller", &params, &Patch::Apply(&deployment))
+        .await?;
+    Ok(())
+}
+
+/// The logs of the agent Pods of workload cluster `namespace/name` so far (all Pods).
+pub fn agent_logs(world: &World, namespace: &str, name: &str) -> String {
+    let dir = world
+        .state_dir
+        .join("clusters")
+        .join(namespace)
+        .join(name)
+        .join("pods");
+    let mut out = String::new();
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        for path in paths {
+            let is_agent = path
+                .file_name()
+                .and_then(|f| f.to_str())
+                .is_some_and(|f| f.contains("fledge-agent"));
+            if is_agent {
+                out.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+            }
+        }
+    }
+    out
+}
+
+/// A private copy of the manager binary with its kill points, so that a concurrent
+/// `cargo build` without the feature cannot swap it out under a long test.
+/// `$FLEDGE_E2E_FAILPOINTS_MANAGER` names another binary to copy (one built apart, when other
+/// builds share the target directory).
+pub fn kill_point_manager(world: &World) -> PathBuf {
+    let source = match std::env::var_os("FLEDGE_E2E_FAILPOINTS_MANAGER") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            require_kill_points();
+            bin("fledge-manager")
+        }
+    };
+    let copy = world.dir.path().join("fledge-manager-failpoints");
+    std::fs::copy(&source, &copy).expect("copy the manager binary");
+    copy
+}
+
+/// [`World::start_manager_with`], running `binary` instead of the workspace's manager.
+pub async fn start_manager_from(
+    world: &mut World,
+    binary: &Path,
+    host: &str,
+    env: &[(&str, &str)],
+) -> usize {
+    let log = world
+        .dir
+        .path()
+        .join(format!("{host}-{}.log", world.managers.len()));
+    let mut command = Command::new(binary);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--kubeconfig"])
+        .arg(&world.kubeconfig)
+        .arg("--tls-dir")
+        .arg(world.tls_dir())
+        .arg("--tokens")
+        .arg(world.dir.path().join("tokens"))
+        .env("FLEDGE_LOG", "info")
+        .env("HOSTNAME", host)
+        .env("NO_COLOR", "1");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("manager log"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start fledge-manager");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(DEADLINE, lines.next_line())
+        .await
+        .expect("manager never printed its address")
+        .expect("read stdout")
+        .unwrap_or_else(|| panic!("manager exited early: {:?}", std::fs::read_to_string(&log)));
+    let addr = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    world.managers.push(Manager { child, addr, log });
+    world.managers.len() - 1
+}
+
+/// Deletes the manager's leader Lease, as if its SIGKILLed holder had let it expire: the next
+/// manager leads at once instead of after the lease duration (tests of crashes, not of
+/// leadership, use this to stay fast).
+pub async fn release_dead_leader(world: &World) {
+    let api: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(world.kube().await, fledge_core::names::FLEDGE_NAMESPACE);
+    match api
+        .delete(fledge_core::names::MANAGER_LEASE, &Default::default())
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(err) => panic!("deleting the leader Lease: {err}"),
+    }
+}
+
+impl World {
+    /// Starts a manager whose identity is `host`, with extra `args`, listening on `listen` (e.g. the address of a
+    /// manager that was killed, so that agents, which know one endpoint, find it again, as
+    /// they would through a Service); returns its index.
+    pub async fn start_manager_at(&mut self, host: &str, listen: &str, args: &[&str]) -> usize {
+        let log = self
+            .dir
+            .path()
+            .join(format!("{host}-{}.log", self.managers.len()));
+        let mut child = Command::new(bin("fledge-manager"))
+            .args(["serve", "--listen", listen, "--kubeconfig"])
+            .arg(&self.kubeconfig)
+            .arg("--tls-dir")
+            .arg(self.tls_dir())
+            .arg("--tokens")
+            .arg(self.dir.path().join("tokens"))
+            .args(args)
+            .env("FLEDGE_LOG", "info")
+            .env("HOSTNAME", host)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("manager log"))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start fledge-manager");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(DEADLINE, lines.next_line())
+            .await
+            .expect("manager never printed its address")
+            .expect("read stdout")
+            .unwrap_or_else(|| panic!("manager exited early: {:?}", std::fs::read_to_string(&log)));
+        let addr = line
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.managers.push(Manager { child, addr, log });
+        self.managers.len() - 1
+    }
 }

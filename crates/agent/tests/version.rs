@@ -19,10 +19,13 @@ fn version_prints_the_crate_version_and_exits_0() {
 }
 
 #[test]
-fn without_arguments_it_says_it_is_not_built_yet_and_fails() {
+fn without_its_cluster_identity_it_names_what_is_missing_and_fails() {
     let out = Command::new(env!("CARGO_BIN_EXE_fledge-agent"))
+        .env_remove("FLEDGE_CLUSTER_NAMESPACE")
+        .env_remove("FLEDGE_CLUSTER_NAME")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not built yet"));
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--cluster-namespace"), "{stderr}");
 }

@@ -103,3 +103,29 @@ pub const PROVIDER_LABEL: &str = "cluster.x-k8s.io/provider";
 pub const FLEDGE_NAMESPACE: &str = "fledge-system";
 /// Name of the manager's leader-election Lease.
 pub const MANAGER_LEASE: &str = "fledge-manager";
+
+// === Spec generation (the AgentService contract) ===
+
+/// The generation of a cluster's desired state as the manager and the agent see it: the
+/// WorkloadCluster's `metadata.generation` in the high 32 bits and its ClusterProfile's
+/// `metadata.generation` (0 without a profile) in the low 32 bits.
+///
+/// Why both: the agent applies spec and profile together, so a change to either must yield a
+/// larger number. A profile switch changes the cluster's spec, hence its generation, so the
+/// combined value never goes backwards even if the new profile has a smaller generation.
+pub fn spec_generation(cluster_generation: i64, profile_generation: i64) -> i64 {
+    (cluster_generation << 32) | (profile_generation & 0xffff_ffff)
+}
+
+#[cfg(test)]
+mod spec_generation_tests {
+    use super::spec_generation;
+
+    #[test]
+    fn cluster_generation_dominates_profile_generation() {
+        assert_eq!(spec_generation(1, 0), 1 << 32);
+        assert_eq!(spec_generation(1, 7), (1 << 32) | 7);
+        assert!(spec_generation(2, 1) > spec_generation(1, 900));
+        assert!(spec_generation(1, 2) > spec_generation(1, 1));
+    }
+}

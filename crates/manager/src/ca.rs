@@ -59,10 +59,24 @@ impl std::fmt::Debug for Ca {
     }
 }
 
+/// Lengths below this start "now" rather than at midnight (see [`validity`]).
+const SHORT_VALIDITY: Duration = Duration::from_secs(2 * 24 * 3600);
+/// How far back a short-lived certificate starts, to absorb small clock skew.
+const SHORT_BACKDATE: Duration = Duration::from_secs(5 * 60);
+
 /// The validity window starting today (midnight UTC, so that clock skew of a few hours between
-/// the manager and an agent does not make a fresh certificate "not yet valid").
+/// the manager and an agent does not make a fresh certificate "not yet valid"). Short windows
+/// (tests, aggressive rotation) would already be over if they started at midnight, so they
+/// start a few minutes ago instead.
 fn validity(params: &mut CertificateParams, length: Duration) {
     use chrono::Datelike;
+    if length < SHORT_VALIDITY {
+        let now = std::time::SystemTime::now();
+        let start = now.checked_sub(SHORT_BACKDATE).unwrap_or(now);
+        params.not_before = start.into();
+        params.not_after = (now + length).into();
+        return;
+    }
     let today = chrono::Utc::now().date_naive();
     let month = u8::try_from(today.month()).unwrap_or(1);
     let day = u8::try_from(today.day()).unwrap_or(1);
@@ -144,6 +158,20 @@ impl Ca {
     /// # Errors
     /// The URI is not a valid SAN, or signing failed.
     pub fn issue_agent(&self, namespace: &str, name: &str, uid: &str) -> Result<Issued, CaError> {
+        self.issue_agent_valid_for(namespace, name, uid, AGENT_VALIDITY)
+    }
+
+    /// Like [`Ca::issue_agent`] with a chosen validity (`serve --agent-cert-validity`).
+    ///
+    /// # Errors
+    /// The URI is not a valid SAN, or signing failed.
+    pub fn issue_agent_valid_for(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+        length: Duration,
+    ) -> Result<Issued, CaError> {
         let mut params =
             CertificateParams::new(Vec::<String>::new()).map_err(rcgen_err("agent parameters"))?;
         let uri = agent_uri(namespace, name, uid);
@@ -157,7 +185,7 @@ impl Ca {
         );
         params.distinguished_name = dn;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        validity(&mut params, AGENT_VALIDITY);
+        validity(&mut params, length);
         self.sign(&params, "signing the agent certificate")
     }
 

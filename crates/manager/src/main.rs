@@ -12,6 +12,7 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+mod agent_service;
 mod api;
 // Parts of the CA (reloading, the agent URI) are used by the AgentService, which a later
 // issue registers.
@@ -20,6 +21,7 @@ mod ca;
 mod cli;
 mod crds;
 mod leader;
+mod pivot;
 mod provision;
 mod server;
 mod tls;

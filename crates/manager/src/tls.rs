@@ -5,6 +5,7 @@
 //! later, agents trust: the same CA ([`crate::ca::Ca`]) issues agent client certificates.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::ca::{Ca, CaError};
 
@@ -33,6 +34,11 @@ pub enum TlsError {
     /// The CA failed.
     #[error(transparent)]
     Ca(#[from] CaError),
+    /// No TLS material was named.
+    #[error(
+        "give --tls-cert and --tls-key, or --tls-dir (or both: the directory's CA then verifies agents)"
+    )]
+    Missing,
 }
 
 /// The server's certificate chain and key, plus the CA when the manager owns it.
@@ -42,8 +48,8 @@ pub struct ServerTls {
     pub cert_pem: String,
     /// Server key (PEM).
     pub key_pem: Pem,
-    /// The manager's CA, present with `--tls-dir`.
-    pub ca: Option<Ca>,
+    /// The manager's CA, present with `--tls-dir`: it issues and verifies agent certificates.
+    pub ca: Option<Arc<Ca>>,
 }
 
 /// Names the self-signed server certificate is valid for: loopback, since remote clients use
@@ -88,6 +94,28 @@ pub fn load_files(cert: &Path, key: &Path) -> Result<ServerTls, TlsError> {
     })
 }
 
+/// The TLS material for the command line's choice: the server certificate from `files` when
+/// given, else from `dir`; the agent CA from `dir` in both cases (created there if missing).
+/// With `files` and no `dir` there is no agent CA, and every AgentService call is
+/// UNAUTHENTICATED.
+///
+/// # Errors
+/// Neither is given, or see [`load_files`] and [`ensure_dir`].
+pub fn load(files: Option<(&Path, &Path)>, dir: Option<&Path>) -> Result<ServerTls, TlsError> {
+    match (files, dir) {
+        (Some((cert, key)), None) => load_files(cert, key),
+        (None, Some(dir)) => ensure_dir(dir),
+        (Some((cert, key)), Some(dir)) => {
+            let own = ensure_dir(dir)?;
+            Ok(ServerTls {
+                ca: own.ca,
+                ..load_files(cert, key)?
+            })
+        }
+        (None, None) => Err(TlsError::Missing),
+    }
+}
+
 /// Loads the CA and server certificate from `dir`, creating whatever is missing.
 ///
 /// # Guarantees
@@ -123,13 +151,37 @@ pub fn ensure_dir(dir: &Path) -> Result<ServerTls, TlsError> {
     Ok(ServerTls {
         cert_pem: read(&server_crt)?,
         key_pem: Pem(read(&server_key)?),
-        ca: Some(ca),
+        ca: Some(Arc::new(ca)),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn external_server_certificate_keeps_the_directory_ca_for_agents() {
+        let external = tempfile::tempdir().expect("tempdir");
+        let own = tempfile::tempdir().expect("tempdir");
+        let issued = ensure_dir(external.path()).expect("external PKI");
+        let cert = external.path().join("server.crt");
+        let key = external.path().join("server.key");
+        let tls = load(Some((&cert, &key)), Some(own.path())).expect("both");
+        assert_eq!(
+            tls.cert_pem, issued.cert_pem,
+            "server certificate from the files"
+        );
+        let ca = tls.ca.expect("agent CA from the directory");
+        let own_ca = std::fs::read_to_string(own.path().join("ca.crt")).expect("ca.crt");
+        assert_eq!(ca.cert_pem(), own_ca);
+        assert!(
+            load(Some((&cert, &key)), None)
+                .expect("files only")
+                .ca
+                .is_none()
+        );
+        assert!(matches!(load(None, None), Err(TlsError::Missing)));
+    }
 
     #[test]
     fn tls_dir_is_created_once_and_reused() {

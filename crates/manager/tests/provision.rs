@@ -337,11 +337,12 @@ fn dynamic(
 }
 
 fn managed_by_fledge(obj: &DynamicObject) -> bool {
-    obj.metadata
-        .managed_fields
-        .iter()
-        .flatten()
-        .any(|m| m.manager.as_deref() == Some("fledge-manager"))
+    obj.metadata.managed_fields.iter().flatten().any(|m| {
+        matches!(
+            m.manager.as_deref(),
+            Some("fledge-manager" | "fledge-pivot")
+        )
+    })
 }
 
 fn condition_message(cluster: &WorkloadCluster, type_: &str) -> Option<(String, String)> {
@@ -436,16 +437,35 @@ async fn clusters_from_grpc_and_kube_rs_advance_to_installing_agent() {
         positions.iter().all(Option::is_some) && positions.windows(2).all(|w| w[0] < w[1]),
         "phases seen {phases:?}"
     );
-    let done = wait_for_status(&clusters, "direct-1", "InstallingAgent", |s| {
-        s.phase.as_deref() == Some("InstallingAgent") && s.step.as_deref() == Some("AwaitingPivot")
+    // The stand-in agent never connects: the pipeline ends waiting for it, after the pivot.
+    let done = wait_for_status(&clusters, "direct-1", "HandedOver", |s| {
+        s.phase.as_deref() == Some("HandedOver") && s.step.as_deref() == Some("WaitingForAgent")
     })
     .await;
     assert_eq!(
         done.status.as_ref().and_then(|s| s.progress_percent),
-        Some(65)
+        Some(95)
     );
+    wait_for_status(&clusters, "single-node", "HandedOver", |s| {
+        s.phase.as_deref() == Some("HandedOver")
+    })
+    .await;
 
-    // The management cluster holds the bootstrap objects, applied by fledge-manager.
+    // After the pivot the management cluster keeps a copy of the workload kubeconfig.
+    let secrets: Api<Secret> = Api::namespaced(kube.clone(), "team-a");
+    let kubeconfig = secrets
+        .get("single-node-fledge-kubeconfig")
+        .await
+        .expect("kubeconfig Secret");
+    let value = kubeconfig
+        .data
+        .as_ref()
+        .and_then(|d| d.get("value"))
+        .expect("value key");
+    let workload = client_from_kubeconfig(&String::from_utf8_lossy(&value.0)).await;
+
+    // The bootstrap objects, applied by fledge-manager, now live in the workload cluster
+    // (created there by the mover).
     for (group, version, kind, name) in [
         ("cluster.x-k8s.io", "v1beta2", "Cluster", "single-node"),
         (
@@ -461,7 +481,7 @@ async fn clusters_from_grpc_and_kube_rs_advance_to_installing_agent() {
             "single-node-control-plane",
         ),
     ] {
-        let obj = dynamic(&kube, "team-a", group, version, kind)
+        let obj = dynamic(&workload, "team-a", group, version, kind)
             .get(name)
             .await
             .unwrap_or_else(|err| panic!("{kind} {name}: {err}"));
@@ -480,17 +500,6 @@ async fn clusters_from_grpc_and_kube_rs_advance_to_installing_agent() {
     }
 
     // The workload cluster has the providers and the agent.
-    let secrets: Api<Secret> = Api::namespaced(kube.clone(), "team-a");
-    let kubeconfig = secrets
-        .get("single-node-kubeconfig")
-        .await
-        .expect("kubeconfig Secret");
-    let value = kubeconfig
-        .data
-        .as_ref()
-        .and_then(|d| d.get("value"))
-        .expect("value key");
-    let workload = client_from_kubeconfig(&String::from_utf8_lossy(&value.0)).await;
     let crds: Api<CustomResourceDefinition> = Api::all(workload.clone());
     for crd in [
         "clusters.cluster.x-k8s.io",

@@ -5,7 +5,7 @@
 //! tenancy is enforced by which namespace a handler addresses, never by filtering.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use sha2::{Digest, Sha256};
 use tonic::{Request, Status};
@@ -54,18 +54,25 @@ pub enum TokensError {
     },
 }
 
+type Entries = Arc<Vec<([u8; 32], Tenant)>>;
+
 /// Tokens and their tenants. Only SHA-256 digests of the tokens are kept, and lookups
 /// compare every digest in constant time, so neither memory dumps nor timing reveal a token.
+///
+/// Two sources: the fixed entries (`--tokens FILE`) and the reloadable ones
+/// (`--tokens-secret`), swapped as a whole by [`Tokens::replace_dynamic`]; clones share them,
+/// so the interceptor sees a reload at once.
 #[derive(Clone, Default)]
 pub struct Tokens {
-    entries: Arc<Vec<([u8; 32], Tenant)>>,
+    entries: Entries,
+    dynamic: Arc<RwLock<Entries>>,
 }
 
 impl std::fmt::Debug for Tokens {
     // Digests of short tokens can be brute-forced: show only how many there are.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tokens")
-            .field("len", &self.entries.len())
+            .field("len", &self.len())
             .finish_non_exhaustive()
     }
 }
@@ -124,7 +131,22 @@ impl Tokens {
         }
         Ok(Self {
             entries: Arc::new(entries),
+            dynamic: Arc::default(),
         })
+    }
+
+    fn dynamic(&self) -> Entries {
+        // A poisoned lock still holds a whole list: swaps are single assignments.
+        self.dynamic
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the reloadable tokens with those of `other` (its fixed entries), keeping the
+    /// fixed ones of `self`. Every clone of `self` sees the new set.
+    pub fn replace_dynamic(&self, other: &Tokens) {
+        *self.dynamic.write().unwrap_or_else(PoisonError::into_inner) = other.entries.clone();
     }
 
     /// Reads and parses a tokens file.
@@ -141,7 +163,7 @@ impl Tokens {
 
     /// Number of configured tokens.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.dynamic().len()
     }
 
     /// The tenant of `token`, if any.
@@ -150,7 +172,8 @@ impl Tokens {
         // Look at every entry even after a match, so the time taken does not depend on
         // where the token is in the file.
         let mut found = None;
-        for (candidate, tenant) in self.entries.iter() {
+        let dynamic = self.dynamic();
+        for (candidate, tenant) in self.entries.iter().chain(dynamic.iter()) {
             if digests_equal(candidate, &hash) && found.is_none() {
                 found = Some(tenant.clone());
             }
@@ -180,6 +203,74 @@ impl Tokens {
             .ok_or_else(|| Status::unauthenticated("unknown token"))?;
         request.extensions_mut().insert(tenant);
         Ok(request)
+    }
+}
+
+/// Key of the tokens in the Secret of `--tokens-secret` (same format as the file).
+pub const TOKENS_SECRET_KEY: &str = "tokens";
+
+/// Keeps the reloadable tokens of `tokens` equal to the Secret `namespace/name` (key
+/// [`TOKENS_SECRET_KEY`]) until the watch stream ends (never, with the watcher's backoff).
+///
+/// A Secret that does not parse keeps the previous tokens (and logs the line number, never a
+/// token); a deleted Secret or a missing key removes them.
+pub async fn watch_secret(client: kube::Client, namespace: String, name: String, tokens: Tokens) {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let api: kube::Api<Secret> = kube::Api::namespaced(client, &namespace);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let source = format!("Secret {namespace}/{name}");
+    let mut events = std::pin::pin!(watcher(api, config).default_backoff());
+    // During a re-list, the Secret seen (or not) decides; a list without it clears the tokens.
+    let mut seen_in_list = false;
+    while let Some(event) = events.next().await {
+        let secret = match event {
+            // The field selector already narrows to the one Secret; the name check guards
+            // against an API server that ignores it.
+            Ok(watcher::Event::Apply(secret) | watcher::Event::InitApply(secret)) => {
+                if secret.metadata.name.as_deref() != Some(name.as_str()) {
+                    continue;
+                }
+                seen_in_list = true;
+                Some(secret)
+            }
+            Ok(watcher::Event::Delete(secret)) => {
+                if secret.metadata.name.as_deref() != Some(name.as_str()) {
+                    continue;
+                }
+                None
+            }
+            Ok(watcher::Event::Init) => {
+                seen_in_list = false;
+                continue;
+            }
+            Ok(watcher::Event::InitDone) => {
+                if seen_in_list {
+                    continue;
+                }
+                None
+            }
+            Err(err) => {
+                tracing::warn!(%err, secret = %source, "Watching the tokens Secret");
+                continue;
+            }
+        };
+        let text = secret
+            .as_ref()
+            .and_then(|s| s.data.as_ref())
+            .and_then(|data| data.get(TOKENS_SECRET_KEY))
+            .map(|bytes| String::from_utf8_lossy(&bytes.0).into_owned())
+            .unwrap_or_default();
+        match Tokens::parse(&source, &text) {
+            Ok(parsed) => {
+                tokens.replace_dynamic(&parsed);
+                tracing::info!(secret = %source, tokens = parsed.len(), "Loaded tokens");
+            }
+            Err(err) => {
+                tracing::warn!(%err, "Keeping the previous tokens: the tokens Secret is malformed");
+            }
+        }
     }
 }
 
@@ -227,6 +318,25 @@ mod tests {
             let err = Tokens::parse("tokens", text).expect_err(text).to_string();
             assert!(err.starts_with(want), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn reloadable_tokens_are_seen_by_every_clone() {
+        let tokens = Tokens::parse("file", "fixed team-a\n").expect("parses");
+        let interceptor = tokens.clone();
+        let secret = Tokens::parse("secret", "dynamic team-b\n").expect("parses");
+        tokens.replace_dynamic(&secret);
+        assert_eq!(
+            interceptor.tenant_of(&Token("dynamic".into())),
+            Some(Tenant("team-b".into()))
+        );
+        assert_eq!(interceptor.len(), 2);
+        tokens.replace_dynamic(&Tokens::default());
+        assert_eq!(interceptor.tenant_of(&Token("dynamic".into())), None);
+        assert_eq!(
+            interceptor.tenant_of(&Token("fixed".into())),
+            Some(Tenant("team-a".into()))
+        );
     }
 
     #[test]

@@ -348,15 +348,31 @@ pub async fn delete(ctx: &Ctx, tenant: &Tenant, name: &str) -> Result<v1::Cluste
     })
 }
 
-/// GetKubeconfig: the `<name>-kubeconfig` Secret CAPI writes once the control plane exists.
+/// GetKubeconfig: the management cluster's copy `<name>-fledge-kubeconfig` once the pivot
+/// started, else the `<name>-kubeconfig` Secret CAPI writes once the control plane exists.
 pub async fn kubeconfig(
     ctx: &Ctx,
     tenant: &Tenant,
     name: &str,
 ) -> Result<v1::Kubeconfig, ApiError> {
     let stored = get_stored(ctx, tenant, name).await?;
-    let secret_name = format!("{name}-kubeconfig");
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &tenant.0);
+    // After the pivot the CAPI Secret lives in the workload cluster; the manager keeps a copy
+    // (`<name>-fledge-kubeconfig`). Before the pivot only the original exists.
+    let copy_name = format!("{name}-fledge-kubeconfig");
+    let copy = kube_call(
+        ctx.timeout,
+        "get",
+        "Secret",
+        &copy_name,
+        secrets.get_opt(&copy_name),
+    )
+    .await?;
+    let secret_name = if copy.is_some() {
+        copy_name
+    } else {
+        format!("{name}-kubeconfig")
+    };
     let not_yet = |reason: String| ApiError::FailedPrecondition {
         kind: KIND,
         name: name.to_string(),

@@ -41,6 +41,12 @@ pub struct Options {
     pub namespace: String,
     /// URL agents dial; default `https://<bound address>`.
     pub agent_endpoint: Option<String>,
+    /// Secret (`NAMESPACE/NAME`, key `tokens`) with more bearer tokens, reloaded on change.
+    pub tokens_secret: Option<server::TokensSecret>,
+    /// Validity of agent certificates the AgentService renews.
+    pub agent_cert_validity: Duration,
+    /// Renew an agent's certificate when it expires within this (default: last third).
+    pub agent_cert_renew_before: Option<Duration>,
 }
 
 /// Runs the server; returns when SIGTERM or SIGINT arrives and calls have drained.
@@ -70,11 +76,13 @@ async fn kube_client(path: Option<&Path>) -> anyhow::Result<kube::Client> {
 
 async fn serve(options: Options) -> anyhow::Result<Exit> {
     // Load every input before binding a port, so bad configuration fails fast.
-    let mut tls = match (&options.tls_files, &options.tls_dir) {
-        (Some((cert, key)), None) => tls::load_files(cert, key)?,
-        (None, Some(dir)) => tls::ensure_dir(dir)?,
-        _ => anyhow::bail!("give either --tls-cert and --tls-key, or --tls-dir"),
-    };
+    let tls = tls::load(
+        options
+            .tls_files
+            .as_ref()
+            .map(|(cert, key)| (cert.as_path(), key.as_path())),
+        options.tls_dir.as_deref(),
+    )?;
     let tokens = match &options.tokens {
         Some(path) => Tokens::load(path)?,
         None => {
@@ -107,7 +115,7 @@ async fn serve(options: Options) -> anyhow::Result<Exit> {
         ensure_namespace(&client, &options.namespace).await;
         let ctx = Arc::new(provision::Context {
             client: client.clone(),
-            ca: tls.ca.take().map(Arc::new),
+            ca: tls.ca.clone(),
             agent_endpoint: options
                 .agent_endpoint
                 .clone()
@@ -128,9 +136,19 @@ async fn serve(options: Options) -> anyhow::Result<Exit> {
     let result = server::serve(
         listener,
         &tls,
-        tokens,
         client,
-        KUBE_CALL_TIMEOUT,
+        server::ServeOptions {
+            tokens,
+            tokens_secret: options.tokens_secret.clone(),
+            agent: crate::agent_service::Config {
+                cert_validity: options.agent_cert_validity,
+                cert_renew_before: options.agent_cert_renew_before,
+                replica: leader::process_identity(),
+                call_timeout: KUBE_CALL_TIMEOUT,
+                heartbeat_interval: crate::agent_service::HEARTBEAT_INTERVAL,
+            },
+            call_timeout: KUBE_CALL_TIMEOUT,
+        },
         async move {
             shutdown_signal().await;
         },

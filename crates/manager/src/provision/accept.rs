@@ -1,12 +1,11 @@
-//! `Accepted`: the spec is valid and the finalizer is on; and deletion of a cluster.
+//! `Accepted`: the spec is valid and the finalizer is on (deletion: `delete.rs`).
 
 use fledge_core::names;
 use fledge_core::spec::WorkloadCluster;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
-use kube::runtime::controller::Action;
+use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 
-use super::{Context, Error, Progress, status};
+use super::{Context, Error, Progress};
 
 /// Validates the spec, then adds the finalizer if it is missing. An invalid spec gets no
 /// finalizer: nothing is provisioned for it, so there is nothing to tear down.
@@ -34,67 +33,30 @@ pub async fn run(ctx: &Context, cluster: &WorkloadCluster) -> Result<Progress, E
     Ok(Progress::Done)
 }
 
-/// Deletion: removes the finalizer when nothing was provisioned (no CAPI `Cluster` in the
-/// management cluster); otherwise says in a condition that deletion needs the reverse pivot,
-/// which a later step brings, and waits.
+/// Removes the WorkloadCluster finalizer (the last step of deletion).
 ///
 /// # Errors
-/// Reading the CAPI `Cluster` or writing the WorkloadCluster failed.
-pub async fn cleanup(ctx: &Context, cluster: &WorkloadCluster) -> Result<Action, Error> {
-    if !has_finalizer(cluster) {
-        return Ok(Action::await_change());
-    }
+/// The write failed.
+pub async fn remove_finalizer(ctx: &Context, cluster: &WorkloadCluster) -> Result<(), Error> {
     let name = cluster.name_any();
     let namespace = cluster.namespace().unwrap_or_default();
-    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
-        "cluster.x-k8s.io",
-        "v1beta2",
-        "Cluster",
-    ));
-    let capi: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &namespace, &resource);
-    let provisioned = capi
-        .get_opt(&name)
+    tracing::info!("Removing the WorkloadCluster finalizer: the cluster is gone");
+    let finalizers = cluster
+        .finalizers()
+        .iter()
+        .filter(|f| *f != names::WORKLOAD_CLUSTER_FINALIZER)
+        .cloned()
+        .collect();
+    set_finalizers(ctx, cluster, finalizers)
         .await
         .map_err(Error::kube(
-            "reading",
-            format!("Cluster {namespace}/{name}"),
-        ))?
-        .is_some();
-    let past_bootstrap = cluster
-        .status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .is_some_and(|p| ["Pivoting", "HandedOver", "Ready"].contains(&p));
-    if !provisioned && !past_bootstrap {
-        tracing::info!("Removing the WorkloadCluster finalizer: nothing was provisioned");
-        let finalizers = cluster
-            .finalizers()
-            .iter()
-            .filter(|f| *f != names::WORKLOAD_CLUSTER_FINALIZER)
-            .cloned()
-            .collect();
-        set_finalizers(ctx, cluster, finalizers)
-            .await
-            .map_err(Error::kube(
-                "removing the finalizer from",
-                format!("WorkloadCluster {namespace}/{name}"),
-            ))?;
-        return Ok(Action::await_change());
-    }
-    let mut desired = cluster.status.clone().unwrap_or_default();
-    status::set_condition(
-        &mut desired,
-        cluster.metadata.generation,
-        names::DELETING_CONDITION,
-        "False",
-        names::DELETION_NEEDS_REVERSE_PIVOT_REASON,
-        "the cluster has provisioned objects; deleting it comes with the reverse pivot",
-    );
-    super::write_status(ctx, cluster, desired).await?;
-    Ok(Action::requeue(std::time::Duration::from_secs(60)))
+            "removing the finalizer from",
+            format!("WorkloadCluster {namespace}/{name}"),
+        ))
 }
 
-fn has_finalizer(cluster: &WorkloadCluster) -> bool {
+/// Whether the WorkloadCluster carries the manager's finalizer.
+pub fn has_finalizer(cluster: &WorkloadCluster) -> bool {
     cluster
         .finalizers()
         .iter()

@@ -5,8 +5,8 @@
 //! - this file: the phase list, the reconciler (`reconcile`, `error_policy`, `run`) and the
 //!   status write;
 //! - `status.rs`: pure functions from a phase outcome to the `WorkloadCluster`'s status;
-//! - `accept.rs`, `bootstrap.rs`, `control_plane.rs`, `providers.rs`, `agent.rs`: one
-//!   phase each;
+//! - `accept.rs`, `bootstrap.rs`, `control_plane.rs`, `providers.rs`, `agent.rs`,
+//!   `pivoting.rs`, `handover.rs`: one phase each; `delete.rs`: deletion (reverse pivot);
 //! - `objects.rs`: server-side apply of untyped objects, and the workload cluster's client.
 //!
 //! # Guarantees
@@ -17,16 +17,22 @@
 //!   subresource (field manager `fledge-manager`) and the `resourceVersion` it was computed
 //!   from, so a decision based on a stale object is refused (409) and recomputed.
 //!
-//! # Caveats
-//! - Clusters whose phase is past the last implemented one (`Pivoting`, `HandedOver`,
-//!   `Ready`) are left alone: after a pivot the CAPI objects no longer live in the
-//!   management cluster, and replaying `Bootstrapping` would recreate them.
+//! - Once the pivot started (its journal exists and did not roll back), the phases before
+//!   `Pivoting` are skipped: the CAPI objects (partly) live in the workload cluster, and
+//!   replaying `Bootstrapping` would re-create them in the management cluster.
+//! - The status write applies only the fields the pipeline owns (phase, message, step,
+//!   progressPercent, observedGeneration, conditions); `status.agent`, `pools`, `addons`,
+//!   `controlPlane` and `workers` belong to the AgentService replica holding the stream.
 
 mod accept;
 mod agent;
 mod bootstrap;
 mod control_plane;
+mod delete;
+mod flux;
+mod handover;
 mod objects;
+mod pivoting;
 mod providers;
 mod status;
 
@@ -43,6 +49,7 @@ use kube::{Api, Client, ResourceExt};
 use tracing::Instrument;
 
 use crate::ca::Ca;
+use crate::pivot;
 
 /// The `status.phase` values of a `WorkloadCluster`, in pipeline order (a contract: tools
 /// and dashboards read them).
@@ -58,23 +65,30 @@ pub enum Phase {
     InstallingProviders,
     /// The agent is installed into the workload cluster.
     InstallingAgent,
-    /// The CAPI objects move into the workload cluster (next step; not in [`PIPELINE`] yet).
+    /// The CAPI objects move into the workload cluster.
     Pivoting,
     /// The agent took over.
     HandedOver,
     /// The agent reports the desired state reached.
     Ready,
+    /// The agent reports Degraded (after the handover).
+    Degraded,
+    /// The cluster is being deleted (reverse pivot, then Cluster API deletes the machines).
+    Deleting,
 }
 
 /// Provisioning steps in order. Each one first looks at the world and returns `Done` straight
-/// away if its work is already there, so a restarted manager replays the list safely.
-/// `Pivoting` joins the list when the mover lands.
+/// away if its work is already there, so a restarted manager replays the list safely (from
+/// `Pivoting` on once the pivot started).
 pub const PIPELINE: &[Phase] = &[
     Phase::Accepted,
     Phase::Bootstrapping,
     Phase::WaitingForControlPlane,
     Phase::InstallingProviders,
     Phase::InstallingAgent,
+    Phase::Pivoting,
+    Phase::HandedOver,
+    Phase::Ready,
 ];
 
 /// `status.phase` of a spec that failed validation.
@@ -92,6 +106,8 @@ impl Phase {
             Phase::Pivoting => "Pivoting",
             Phase::HandedOver => "HandedOver",
             Phase::Ready => "Ready",
+            Phase::Degraded => "Degraded",
+            Phase::Deleting => "Deleting",
         }
     }
 
@@ -105,15 +121,22 @@ impl Phase {
             Phase::InstallingAgent => 65,
             Phase::Pivoting => 80,
             Phase::HandedOver => 95,
-            Phase::Ready => 100,
+            Phase::Ready | Phase::Degraded => 100,
+            Phase::Deleting => 0,
         }
     }
 
-    /// Whether the pipeline of this version hands clusters in this phase to a later step.
-    fn is_past_pipeline(name: &str) -> bool {
-        [Phase::Pivoting, Phase::HandedOver, Phase::Ready]
-            .iter()
-            .any(|p| p.name() == name)
+    /// The kill point at the end of this phase.
+    fn kill_point(self) -> &'static str {
+        match self {
+            Phase::Accepted => "phase-after-accepted",
+            Phase::Bootstrapping => "phase-after-bootstrapping",
+            Phase::WaitingForControlPlane => "phase-after-waitingforcontrolplane",
+            Phase::InstallingProviders => "phase-after-installingproviders",
+            Phase::InstallingAgent => "phase-after-installingagent",
+            Phase::Pivoting => "phase-after-pivoting",
+            Phase::HandedOver | Phase::Ready | Phase::Degraded | Phase::Deleting => "",
+        }
     }
 
     async fn run(self, ctx: &Context, cluster: &WorkloadCluster) -> Result<Progress, Error> {
@@ -123,8 +146,11 @@ impl Phase {
             Phase::WaitingForControlPlane => control_plane::run(ctx, cluster).await,
             Phase::InstallingProviders => providers::run(ctx, cluster).await,
             Phase::InstallingAgent => agent::run(ctx, cluster).await,
-            Phase::Pivoting | Phase::HandedOver | Phase::Ready => Err(Error::Internal(format!(
-                "phase {} is not implemented",
+            Phase::Pivoting => pivoting::run(ctx, cluster).await,
+            Phase::HandedOver => handover::handed_over(ctx, cluster).await,
+            Phase::Ready => handover::ready(ctx, cluster).await,
+            Phase::Degraded | Phase::Deleting => Err(Error::Internal(format!(
+                "phase {} is not a pipeline step",
                 self.name()
             ))),
         }
@@ -147,6 +173,8 @@ pub enum Progress {
     },
     /// The spec failed validation: nothing is provisioned (only from `Accepted`).
     Invalid(Vec<fledge_core::validate::FieldError>),
+    /// The agent reports Degraded, with its message (only from `Ready`).
+    Degraded(String),
 }
 
 impl Progress {
@@ -217,6 +245,9 @@ pub enum Error {
     /// The management cluster's provider inventory does not match the pinned versions.
     #[error("provider inventory: {0}")]
     Inventory(String),
+    /// The mover failed.
+    #[error("pivot: {0}")]
+    Pivot(#[source] crate::pivot::PivotError),
     /// An impossible state.
     #[error("internal error: {0}")]
     Internal(String),
@@ -267,17 +298,9 @@ pub async fn reconcile(cluster: Arc<WorkloadCluster>, ctx: Arc<Context>) -> Resu
     let span = tracing::info_span!("reconcile", cluster = %format!("{namespace}/{name}"));
     async move {
         if cluster.metadata.deletion_timestamp.is_some() {
-            return accept::cleanup(&ctx, &cluster).await;
+            return delete::run(&ctx, &cluster).await;
         }
-        let current = cluster
-            .status
-            .as_ref()
-            .and_then(|s| s.phase.clone())
-            .unwrap_or_default();
-        if Phase::is_past_pipeline(&current) {
-            return Ok(Action::await_change());
-        }
-        let (outcome, action) = drive(&ctx, &cluster).await;
+        let (outcome, action, cluster) = drive(&ctx, &cluster).await;
         let desired = status::desired(&cluster, &outcome);
         write_status(&ctx, &cluster, desired).await?;
         match outcome {
@@ -308,17 +331,110 @@ pub enum Outcome {
     Failed(Phase, Error),
 }
 
-async fn drive(ctx: &Context, cluster: &WorkloadCluster) -> (Outcome, Action) {
-    for &phase in PIPELINE {
+/// Runs the phases from the first one not known to be done; returns where it stopped and the
+/// cluster as last written (the status of each provisioning phase is written as it starts, so
+/// Watch shows it and Delete sees `Pivoting` before the move begins).
+async fn drive(ctx: &Context, cluster: &WorkloadCluster) -> (Outcome, Action, WorkloadCluster) {
+    let mut current = cluster.clone();
+    let (outcome, action) = drive_from(ctx, &mut current).await;
+    (outcome, action, current)
+}
+
+/// Whether `status.phase` is before `index` in [`PIPELINE`] (or not set yet). Phases outside
+/// the list (Invalid, Degraded) are never announced over.
+fn stored_before(cluster: &WorkloadCluster, index: usize) -> bool {
+    match cluster.status.as_ref().and_then(|s| s.phase.as_deref()) {
+        None => true,
+        Some(phase) => PIPELINE
+            .iter()
+            .position(|p| p.name() == phase)
+            .is_some_and(|i| i < index),
+    }
+}
+
+async fn drive_from(ctx: &Context, current: &mut WorkloadCluster) -> (Outcome, Action) {
+    let cluster = current.clone();
+    let cluster = &cluster;
+    let name = cluster.name_any();
+    let namespace = cluster.namespace().unwrap_or_default();
+    // Once the pivot started, the phases before it must not run again.
+    let position = |phase: Phase| {
+        PIPELINE
+            .iter()
+            .position(|p| *p == phase)
+            .unwrap_or_default()
+    };
+    let start = match pivoting::forward_state(ctx, &namespace, &name).await {
+        Ok(Some(pivot::State::Done)) => position(Phase::HandedOver),
+        Ok(Some(_)) => position(Phase::Pivoting),
+        Ok(None) => 0,
+        Err(err) => {
+            return (
+                Outcome::Failed(Phase::Pivoting, err),
+                Action::requeue(WAIT_RETRY),
+            );
+        }
+    };
+    let last_announced = PIPELINE
+        .iter()
+        .position(|p| *p == Phase::Pivoting)
+        .unwrap_or_default();
+    for (index, &phase) in PIPELINE.iter().enumerate().skip(start) {
+        // Announce a provisioning phase as it starts (never going back, never announcing the
+        // phases that mirror the agent).
+        if index <= last_announced && stored_before(current, index) {
+            let starting = Outcome::Waiting(
+                phase,
+                Progress::waiting("Starting", format!("{} started", phase.name())),
+            );
+            let desired = status::desired(current, &starting);
+            match write_status_returning(ctx, current, desired).await {
+                Ok(Some(updated)) => *current = updated,
+                // The cached object was stale (409): read it fresh and announce once more.
+                Ok(None) => {
+                    let api: Api<WorkloadCluster> = Api::namespaced(ctx.client.clone(), &namespace);
+                    if let Ok(fresh) = api.get(&name).await
+                        && stored_before(&fresh, index)
+                    {
+                        let desired = status::desired(&fresh, &starting);
+                        if let Ok(Some(updated)) =
+                            write_status_returning(ctx, &fresh, desired).await
+                        {
+                            *current = updated;
+                        }
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        let cluster = current.clone();
         let span = tracing::info_span!("phase", phase = phase.name());
-        match phase.run(ctx, cluster).instrument(span).await {
-            Ok(Progress::Done) => {}
+        match phase.run(ctx, &cluster).instrument(span).await {
+            Ok(Progress::Done) => {
+                let point = phase.kill_point();
+                if !point.is_empty() {
+                    crate::pivot::kill::kill_point!(point, &name);
+                }
+            }
             Ok(Progress::Invalid(errors)) => {
                 return (Outcome::Invalid(errors), Action::await_change());
             }
-            Ok(waiting @ Progress::Waiting { retry_after, .. }) => {
+            Ok(Progress::Degraded(message)) => {
                 return (
-                    Outcome::Waiting(phase, waiting),
+                    Outcome::Waiting(Phase::Degraded, Progress::waiting("AgentDegraded", message)),
+                    Action::requeue(RESYNC),
+                );
+            }
+            Ok(waiting @ Progress::Waiting { retry_after, .. }) => {
+                // After the handover the phase mirrors the agent: while it works towards the
+                // spec, the cluster is HandedOver.
+                let shown = if phase == Phase::Ready {
+                    Phase::HandedOver
+                } else {
+                    phase
+                };
+                return (
+                    Outcome::Waiting(shown, waiting),
                     Action::requeue(retry_after),
                 );
             }
@@ -334,8 +450,20 @@ async fn write_status(
     cluster: &WorkloadCluster,
     desired: fledge_core::spec::WorkloadClusterStatus,
 ) -> Result<(), Error> {
-    if cluster.status.as_ref() == Some(&desired) {
-        return Ok(());
+    write_status_returning(ctx, cluster, desired)
+        .await
+        .map(|_| ())
+}
+
+/// [`write_status`], returning the object as written (`None`: nothing written).
+async fn write_status_returning(
+    ctx: &Context,
+    cluster: &WorkloadCluster,
+    desired: fledge_core::spec::WorkloadClusterStatus,
+) -> Result<Option<WorkloadCluster>, Error> {
+    let current = cluster.status.clone().unwrap_or_default();
+    if owned_fields(&current) == owned_fields(&desired) {
+        return Ok(None);
     }
     let name = cluster.name_any();
     let namespace = cluster.namespace().unwrap_or_default();
@@ -348,21 +476,21 @@ async fn write_status(
         "apiVersion": "fledge.dev/v1alpha1",
         "kind": "WorkloadCluster",
         "metadata": {"name": name, "resourceVersion": cluster.resource_version()},
-        "status": desired,
+        "status": owned_fields(&desired),
     });
     let params = PatchParams::apply(names::MANAGER_FIELD_MANAGER).force();
     match api
         .patch_status(&name, &params, &Patch::Apply(&patch))
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(written) => Ok(Some(written)),
         // The object changed since we read it; its watch event brings the new version and
         // another reconcile, which recomputes the status.
         Err(err) if crate::leader::is_status(&err, 409) => {
             tracing::debug!(
                 "WorkloadCluster changed while reconciling; status recomputed next time"
             );
-            Ok(())
+            Ok(None)
         }
         Err(source) => Err(Error::Kube {
             verb: "writing the status of",
@@ -370,4 +498,22 @@ async fn write_status(
             source,
         }),
     }
+}
+
+/// The status fields the pipeline owns and applies (the rest belongs to the AgentService).
+fn owned_fields(status: &fledge_core::spec::WorkloadClusterStatus) -> serde_json::Value {
+    let mut owned = serde_json::json!({
+        "phase": status.phase,
+        "message": status.message,
+        "step": status.step,
+        "progressPercent": status.progress_percent,
+        "observedGeneration": status.observed_generation,
+        "conditions": status.conditions,
+    });
+    // An absent field is left out rather than applied as null: server-side apply removes the
+    // fields this manager stops applying.
+    if let Some(map) = owned.as_object_mut() {
+        map.retain(|_, v| !v.is_null());
+    }
+    owned
 }

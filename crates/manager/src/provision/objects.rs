@@ -102,9 +102,29 @@ pub async fn workload_client(
     name: &str,
     timeout: Duration,
 ) -> Result<Option<Client>, Error> {
-    let secret_name = format!("{name}-kubeconfig");
+    client_from_secret(
+        management,
+        namespace,
+        &format!("{name}-kubeconfig"),
+        timeout,
+    )
+    .await
+}
+
+/// A client built from the kubeconfig in key `value` of Secret `namespace/secret_name`;
+/// `None` while the Secret does not exist.
+///
+/// # Errors
+/// Reading the Secret failed, or the kubeconfig in it is unusable.
+pub async fn client_from_secret(
+    management: &Client,
+    namespace: &str,
+    secret_name: &str,
+    timeout: Duration,
+) -> Result<Option<Client>, Error> {
+    let name = secret_name;
     let secrets: Api<Secret> = Api::namespaced(management.clone(), namespace);
-    let Some(secret) = secrets.get_opt(&secret_name).await.map_err(Error::kube(
+    let Some(secret) = secrets.get_opt(secret_name).await.map_err(Error::kube(
         "reading",
         format!("Secret {namespace}/{secret_name}"),
     ))?

@@ -13,7 +13,7 @@
 //! # Caveats
 //! - Webhook Services and cert-manager objects are not copied yet (the simulated providers
 //!   have none); real CAPI providers need them, together with cert-manager in the target.
-//! - Flux (for Helm add-ons) is not installed yet.
+//! - Flux (for Helm add-ons) is installed by `flux.rs` once the providers are Available.
 
 use fledge_core::names;
 use fledge_core::spec::WorkloadCluster;
@@ -136,7 +136,9 @@ pub async fn run(ctx: &Context, cluster: &WorkloadCluster) -> Result<Progress, E
         waiting.push(provider.pin.name);
     }
     if waiting.is_empty() {
-        return Ok(Progress::Done);
+        return Ok(super::flux::ensure(ctx, cluster, &target)
+            .await?
+            .unwrap_or(Progress::Done));
     }
     Ok(Progress::waiting(
         "WaitingForProviders",
@@ -227,7 +229,7 @@ async fn observe_in(target: &Client, provider: &Installed) -> Result<InTarget, E
     }
 }
 
-fn is_available(deployment: &Deployment) -> bool {
+pub(super) fn is_available(deployment: &Deployment) -> bool {
     deployment
         .status
         .as_ref()
@@ -241,7 +243,7 @@ fn is_available(deployment: &Deployment) -> bool {
 
 /// Lists `resource` in the management cluster (in `namespace`, or cluster-wide) as portable
 /// JSON objects, optionally filtered by a label selector.
-async fn list_portable(
+pub(super) async fn list_portable(
     client: &Client,
     resource: &ApiResource,
     namespace: Option<&str>,
@@ -277,7 +279,7 @@ async fn list_portable(
         .collect()
 }
 
-fn crd_resource() -> ApiResource {
+pub(super) fn crd_resource() -> ApiResource {
     gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition")
 }
 

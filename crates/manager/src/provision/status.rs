@@ -4,10 +4,7 @@
 use fledge_core::names;
 use fledge_core::spec::{Condition, WorkloadCluster, WorkloadClusterStatus};
 
-use super::{INVALID_PHASE, Outcome, PIPELINE, Phase, Progress};
-
-/// Step shown once every implemented phase is done: the pivot is the next step.
-pub const AWAITING_PIVOT_STEP: &str = "AwaitingPivot";
+use super::{INVALID_PHASE, Outcome, Phase, Progress};
 
 /// The status `cluster` should have given `outcome`. Fields the pipeline does not own
 /// (machine counts) are kept; condition transition times change only with their status.
@@ -46,7 +43,9 @@ pub fn desired(cluster: &WorkloadCluster, outcome: &Outcome) -> WorkloadClusterS
         Outcome::Waiting(phase, progress) => {
             let (step, message) = match progress {
                 Progress::Waiting { step, message, .. } => (*step, message.clone()),
-                Progress::Done | Progress::Invalid(_) => (names::WAITING_REASON, String::new()),
+                Progress::Done | Progress::Invalid(_) | Progress::Degraded(_) => {
+                    (names::WAITING_REASON, String::new())
+                }
             };
             set_phase(&mut status, *phase, step, &message);
             set_spec_valid(&mut status, generation);
@@ -73,20 +72,72 @@ pub fn desired(cluster: &WorkloadCluster, outcome: &Outcome) -> WorkloadClusterS
             );
         }
         Outcome::Done => {
-            let last = PIPELINE.last().copied().unwrap_or(Phase::Accepted);
-            let message = "the providers and the agent are installed; the pivot comes next";
-            set_phase(&mut status, last, AWAITING_PIVOT_STEP, message);
+            let message = "the agent reports the desired state for the current spec";
+            set_phase(
+                &mut status,
+                Phase::Ready,
+                names::AS_EXPECTED_REASON,
+                message,
+            );
             set_spec_valid(&mut status, generation);
             set_condition(
                 &mut status,
                 generation,
                 names::PROVISIONING_CONDITION,
-                "False",
-                AWAITING_PIVOT_STEP,
+                "True",
+                names::AS_EXPECTED_REASON,
                 message,
             );
         }
     }
+    set_pivoted(&mut status, generation);
+    status
+}
+
+/// The `Pivoted` condition follows the phase: True from `HandedOver` on.
+fn set_pivoted(status: &mut WorkloadClusterStatus, generation: Option<i64>) {
+    let after = [Phase::HandedOver, Phase::Ready, Phase::Degraded];
+    let pivoted = status
+        .phase
+        .as_deref()
+        .is_some_and(|p| after.iter().any(|a| a.name() == p));
+    if pivoted {
+        set_condition(
+            status,
+            generation,
+            names::PIVOTED_CONDITION,
+            "True",
+            names::AS_EXPECTED_REASON,
+            "the Cluster API objects live in the workload cluster",
+        );
+    } else if status.phase.as_deref() == Some(Phase::Pivoting.name()) {
+        let step = status.step.clone().unwrap_or_default();
+        let message = status.message.clone().unwrap_or_default();
+        set_condition(
+            status,
+            generation,
+            names::PIVOTED_CONDITION,
+            "False",
+            &step,
+            &message,
+        );
+    }
+}
+
+/// The status of a cluster being deleted: phase `Deleting`, with the step it waits for.
+pub fn deleting(cluster: &WorkloadCluster, step: &str, message: &str) -> WorkloadClusterStatus {
+    let mut status = cluster.status.clone().unwrap_or_default();
+    let generation = cluster.metadata.generation;
+    status.observed_generation = generation;
+    set_phase(&mut status, Phase::Deleting, step, message);
+    set_condition(
+        &mut status,
+        generation,
+        names::DELETING_CONDITION,
+        "True",
+        step,
+        message,
+    );
     status
 }
 
@@ -189,7 +240,7 @@ mod tests {
                 "True",
                 "",
             ),
-            ("done", Outcome::Done, "InstallingAgent", "True", ""),
+            ("done", Outcome::Done, "Ready", "True", ""),
         ];
         for (name, outcome, phase, spec_valid, spec_message) in cases {
             let status = desired(&cluster(), &outcome);
