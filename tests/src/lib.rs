@@ -115,6 +115,8 @@ pub struct Manager {
     pub addr: String,
     /// Its stderr (logs).
     pub log: PathBuf,
+    /// Its HOSTNAME, extra arguments and environment, for [`World::restart_manager`].
+    pub started_as: (String, Vec<String>, Vec<(String, String)>),
 }
 
 /// A simulated world plus managers, killed on drop.
@@ -197,13 +199,31 @@ impl World {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> usize {
+        self.launch_manager(&bin("fledge-manager"), host, args, env)
+            .await
+    }
+
+    /// Starts `binary` as a manager (see [`World::start_manager_with`]); returns its index.
+    pub async fn launch_manager(
+        &mut self,
+        binary: &Path,
+        host: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> usize {
         let log = self
             .dir
             .path()
             .join(format!("{host}-{}.log", self.managers.len()));
-        let mut command = Command::new(bin("fledge-manager"));
+        let mut command = Command::new(binary);
+        command.arg("serve");
+        // Agents dial the address they were installed with, so a restarted manager may need
+        // its old one (`--listen` in `args`).
+        if !args.contains(&"--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
         command
-            .args(["serve", "--listen", "127.0.0.1:0", "--kubeconfig"])
+            .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .arg("--tls-dir")
             .arg(self.tls_dir())
@@ -235,8 +255,36 @@ impl World {
             .to_string();
         // Keep draining stdout so the manager never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        self.managers.push(Manager { child, addr, log });
+        let started_as = (
+            host.to_string(),
+            args.iter().map(ToString::to_string).collect(),
+            env.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        self.managers.push(Manager {
+            child,
+            addr,
+            log,
+            started_as,
+        });
         self.managers.len() - 1
+    }
+
+    /// Starts manager `manager` again (after it was stopped or killed) on the same address,
+    /// with the same arguments and environment; returns the new index.
+    pub async fn restart_manager(&mut self, manager: usize) -> usize {
+        let addr = self.managers[manager].addr.clone();
+        let (host, args, env) = self.managers[manager].started_as.clone();
+        let mut args: Vec<String> = args;
+        if let Some(i) = args.iter().position(|a| a == "--listen") {
+            args.drain(i..(i + 2).min(args.len()));
+        }
+        args.push("--listen".into());
+        args.push(addr);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.start_manager_with(&host, &args, &env).await
     }
 
     /// Client of the management cluster.
@@ -1230,44 +1278,7 @@ pub async fn start_manager_from(
     host: &str,
     env: &[(&str, &str)],
 ) -> usize {
-    let log = world
-        .dir
-        .path()
-        .join(format!("{host}-{}.log", world.managers.len()));
-    let mut command = Command::new(binary);
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--kubeconfig"])
-        .arg(&world.kubeconfig)
-        .arg("--tls-dir")
-        .arg(world.tls_dir())
-        .arg("--tokens")
-        .arg(world.dir.path().join("tokens"))
-        .env("FLEDGE_LOG", "info")
-        .env("HOSTNAME", host)
-        .env("NO_COLOR", "1");
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).expect("manager log"))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start fledge-manager");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(DEADLINE, lines.next_line())
-        .await
-        .expect("manager never printed its address")
-        .expect("read stdout")
-        .unwrap_or_else(|| panic!("manager exited early: {:?}", std::fs::read_to_string(&log)));
-    let addr = line
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    world.managers.push(Manager { child, addr, log });
-    world.managers.len() - 1
+    world.launch_manager(binary, host, &[], env).await
 }
 
 /// Deletes the manager's leader Lease, as if its SIGKILLed holder had let it expire: the next
@@ -1291,39 +1302,8 @@ impl World {
     /// manager that was killed, so that agents, which know one endpoint, find it again, as
     /// they would through a Service); returns its index.
     pub async fn start_manager_at(&mut self, host: &str, listen: &str, args: &[&str]) -> usize {
-        let log = self
-            .dir
-            .path()
-            .join(format!("{host}-{}.log", self.managers.len()));
-        let mut child = Command::new(bin("fledge-manager"))
-            .args(["serve", "--listen", listen, "--kubeconfig"])
-            .arg(&self.kubeconfig)
-            .arg("--tls-dir")
-            .arg(self.tls_dir())
-            .arg("--tokens")
-            .arg(self.dir.path().join("tokens"))
-            .args(args)
-            .env("FLEDGE_LOG", "info")
-            .env("HOSTNAME", host)
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("manager log"))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start fledge-manager");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(DEADLINE, lines.next_line())
-            .await
-            .expect("manager never printed its address")
-            .expect("read stdout")
-            .unwrap_or_else(|| panic!("manager exited early: {:?}", std::fs::read_to_string(&log)));
-        let addr = line
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        self.managers.push(Manager { child, addr, log });
-        self.managers.len() - 1
+        let mut all = vec!["--listen", listen];
+        all.extend_from_slice(args);
+        self.start_manager_with(host, &all, &[]).await
     }
 }

@@ -28,6 +28,8 @@ const TOKEN: &str = "token-a";
 struct Fixture {
     world: World,
     name: String,
+    /// The manager the test talks to.
+    manager: usize,
 }
 
 impl Fixture {
@@ -56,6 +58,7 @@ impl Fixture {
         let fixture = Fixture {
             world,
             name: name.into(),
+            manager: 0,
         };
         fixture.wait_ready("Ready after create").await;
         fixture
@@ -83,7 +86,7 @@ impl Fixture {
 
     /// Get → change → UpdateCluster with the generation read (one retry on ABORTED).
     async fn update(&self, change: impl Fn(&mut WorkloadClusterSpec)) {
-        let mut grpc = self.world.grpc(0).await;
+        let mut grpc = self.world.grpc(self.manager).await;
         for _ in 0..2 {
             let current = grpc
                 .get_cluster(authed(
@@ -211,7 +214,7 @@ async fn kcp(f: &Fixture) -> DynamicObject {
         "v1beta2",
         "KubeadmControlPlane",
     )
-    .get(&f.name)
+    .get(&format!("{}-control-plane", f.name))
     .await
     .expect("the KubeadmControlPlane lives in the workload cluster")
 }
@@ -550,7 +553,8 @@ async fn autoscaler_owns_replicas_offline_and_cert_rotation_replaces_every_machi
     }
 
     // Back online: rotate the certificates; every machine is replaced by a newer one.
-    f.world.start_manager("manager-a").await;
+    let restarted = f.world.restart_manager(0).await;
+    f.manager = restarted;
     let before_cp = settle(&f, None, 1).await;
     let before_workers = settle(&f, Some("elastic"), 3).await;
     let rotate_after = chrono_now();
@@ -563,16 +567,26 @@ async fn autoscaler_owns_replicas_offline_and_cert_rotation_replaces_every_machi
             .rotate_after = Some(rotate_after.clone());
     })
     .await;
-    let kcp_obj = kcp(&f).await;
-    assert_eq!(
-        kcp_obj.data["spec"]["rollout"]["after"].as_str(),
-        Some(rotate_after.as_str())
-    );
-    let md = mds.get(&md_name).await.expect("md");
-    assert_eq!(
-        md.data["spec"]["rollout"]["after"].as_str(),
-        Some(rotate_after.as_str())
-    );
+    // The agent sets rollout.after on the control plane and on every MachineDeployment.
+    eventually("rollout.after set on the KubeadmControlPlane", || {
+        let f = &f;
+        let want = rotate_after.clone();
+        async move {
+            let kcp = kcp(f).await;
+            (kcp.data["spec"]["rollout"]["after"].as_str() == Some(want.as_str())).then_some(())
+        }
+    })
+    .await;
+    eventually("rollout.after set on the MachineDeployment", || {
+        let mds = mds.clone();
+        let md_name = md_name.clone();
+        let want = rotate_after.clone();
+        async move {
+            let md = mds.get(&md_name).await.ok()?;
+            (md.data["spec"]["rollout"]["after"].as_str() == Some(want.as_str())).then_some(())
+        }
+    })
+    .await;
     let after_cp = eventually("control plane replaced", || {
         let f = &f;
         let before = before_cp.clone();

@@ -726,10 +726,10 @@ async fn run_n(
         if let Err(err) = handshakes(&world, &manager, &configs, &roots, n, report).await {
             eprintln!("agents: handshakes failed: {err:#}");
         }
-        if options.unary {
-            if let Err(err) = unary(&world, &manager, &names, report).await {
-                eprintln!("agents: unary figures failed: {err:#}");
-            }
+        if options.unary
+            && let Err(err) = unary(&world, &manager, &names, report).await
+        {
+            eprintln!("agents: unary figures failed: {err:#}");
         }
         agents.abort_all();
         return Ok(Point {
@@ -890,10 +890,10 @@ async fn run_n(
     };
 
     // --- TLS handshakes ------------------------------------------------------------------
-    if wanted("handshakes") {
-        if let Err(err) = handshakes(&world, &manager, &configs, &roots, n, report).await {
-            eprintln!("agents: handshakes failed: {err:#}");
-        }
+    if wanted("handshakes")
+        && let Err(err) = handshakes(&world, &manager, &configs, &roots, n, report).await
+    {
+        eprintln!("agents: handshakes failed: {err:#}");
     }
 
     // --- Reconnect storm -----------------------------------------------------------------
@@ -916,10 +916,11 @@ async fn run_n(
     }
 
     // --- Unary API -----------------------------------------------------------------------
-    if options.unary && wanted("unary") {
-        if let Err(err) = unary(&world, &manager, &names, report).await {
-            eprintln!("agents: unary figures failed: {err:#}");
-        }
+    if options.unary
+        && wanted("unary")
+        && let Err(err) = unary(&world, &manager, &names, report).await
+    {
+        eprintln!("agents: unary figures failed: {err:#}");
     }
 
     agents.abort_all();

@@ -30,13 +30,10 @@ pub const KILL_POINTS: &[&str] = &[
     "phase-after-pivoting",
 ];
 
-/// Kill points of the deletion (reverse pivot); the reverse move meets the `pivot-*` points too.
+/// Kill points of the deletion (reverse pivot); the reverse move meets the `pivot-*` points too
+/// (right after the reverse move, the move's own `pivot-after-unpause` is the boundary).
 #[allow(dead_code)]
-pub const DELETE_KILL_POINTS: &[&str] = &[
-    "delete-after-reverse-pivot",
-    "delete-after-cluster-delete",
-    "delete-after-cleanup",
-];
+pub const DELETE_KILL_POINTS: &[&str] = &["delete-after-cluster-delete", "delete-after-cleanup"];
 
 /// Marks a step boundary: `kill_point!("pivot-after-pause", cluster_name)`.
 macro_rules! kill_point {

@@ -128,7 +128,6 @@ async fn step(ctx: &Context, cluster: &WorkloadCluster) -> Result<Progress, Erro
             }
             Err(err) => return pivoting::progress_of(err, "ReversePivoting"),
         }
-        kill_point!("delete-after-reverse-pivot", &name);
     }
     // The Cluster in the management cluster: delete it and wait until Cluster API is done.
     let clusters: Api<DynamicObject> =
