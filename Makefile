@@ -9,7 +9,7 @@ MANAGER := target/debug/fledge-manager
 # use the same features, so cargo never rebuilds the manager without them in between.
 FEATURES ?= --features fledge-manager/failpoints
 
-.PHONY: all build test lint fmt-check clippy unit capi-validate demo deps clean-state bench
+.PHONY: all build test lint fmt-check clippy unit capi-validate demo demo-test deps clean-state bench
 
 all: build
 
@@ -22,7 +22,7 @@ build:
 	$(CARGO) build --workspace --bins $(FEATURES)
 
 ## test: formatting, lints, every test, and capi-validate of every example
-test: deps fmt-check clippy unit capi-validate
+test: deps fmt-check clippy unit capi-validate demo-test
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -43,6 +43,10 @@ capi-validate: build deps
 KEEP ?= 0
 demo: build deps
 	@KEEP=$(KEEP) scripts/demo.sh
+
+## demo-test: `make demo` as a test: exit 0, every step shown, no process left behind
+demo-test: build deps
+	@scripts/demo-test.sh
 
 ## bench: release-mode benchmarks, then BENCHMARKS.md regenerated from target/bench/*.jsonl
 ## (SCALE=full for larger sizes; the default run takes about 20 minutes)

@@ -90,7 +90,8 @@ worker=$(kubectl --kubeconfig "$state/edge-1.kubeconfig" get nodes --no-headers 
 nodes_before=$(kubectl --kubeconfig "$state/edge-1.kubeconfig" get nodes --no-headers | grep -c ' Ready ')
 admin=$(cat "$state/sim/admin-addr")
 say "Deleting worker $worker's VM in the simulated vCenter"
-curl -fsS -X POST "http://$admin/v1/clusters/team-a/edge-1/nodes/$worker/delete-vm" | indent
+curl -fsS -X POST "http://$admin/v1/clusters/team-a/edge-1/nodes/$worker/delete-vm" >/dev/null
+echo "VM of $worker deleted; waiting for the MachineHealthCheck to replace its machine" | indent
 machines() {
   kubectl --kubeconfig "$state/edge-1.kubeconfig" get machines.cluster.x-k8s.io -n team-a --no-headers \
     -o custom-columns=N:.metadata.name,P:.status.phase,NODE:.status.nodeRef.name

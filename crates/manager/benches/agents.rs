@@ -1875,9 +1875,12 @@ fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
 
 fn notes(report: &mut Report) -> anyhow::Result<()> {
     report.note(
-        "Method: per N a fresh `fledge-sim serve --no-controllers` and `fledge-manager serve` (release builds, \
-         provisioning on) as processes; N WorkloadClusters in tenant `bench`, all using one ClusterProfile, created \
-         through the management API with `status.phase: Ready` (the pipeline leaves clusters past `Pivoting` alone). \
+        "Method: per N a fresh `fledge-sim serve --no-controllers` and `fledge-manager serve --no-provisioning` \
+         (release builds) as processes; N WorkloadClusters in tenant `bench`, all using one ClusterProfile, created \
+         through the management API with `status.phase: Ready`. The provisioning controller is off because it \
+         replays a `Ready` cluster from the top unless its pivot journal (`fledge-pivot-<name>`) exists, so it \
+         would try to bootstrap the N clusters; its idle cost per handed-over cluster is therefore not in these \
+         figures (`AGENTS_BENCH_PROVISIONING=1` turns it on). \
          The agents live in the bench process: one tokio task, one `rustls::ClientConfig` with its own certificate \
          (issued by the manager CA, URI SAN `fledge://cluster/<ns>/<name>/<uid>`) and one TCP + TLS 1.3 connection each, \
          never shared; each sends Hello, acks every SpecUpdate at once, sends one StatusReport per applied generation \
@@ -1890,7 +1893,7 @@ fn notes(report: &mut Report) -> anyhow::Result<()> {
          (/proc/<pid>/stat) over the idle window, projected linearly to 10k. Management-API load counts the sim's \
          `Served request` debug lines (`RUST_LOG=kube_sim::http=debug`; kube-sim has no request metric) over a window \
          longer than the manager's 5-minute `lastSeen` refresh, at the first N only; nothing else talks to the sim \
-         then, and the leader's Lease renewals are included. Fan-out latency is from the profile PATCH until the agent \
+         then. Fan-out latency is from the profile PATCH until the agent \
          task holds the SpecUpdate (it acks in the same step); the recorded-ack row polls the WorkloadClusters. \
          Handshakes: TCP + TLS 1.3 (ECDSA P-256, client certificate) + HTTP/2 preface, from 8 clients on the same \
          2 cores; resumed = rustls client session cache, primed once. Storm: SIGKILL, restart on the same port, \
@@ -1950,6 +1953,8 @@ fn plot(path: &Path, points: &[Point]) -> anyhow::Result<()> {
             .map_err(|e| anyhow!("{e}"))?;
         chart
             .configure_mesh()
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y:.0}"))
             .x_desc("N (agent streams)")
             .y_desc(y_label)
             .draw()

@@ -80,7 +80,11 @@ pub fn prepare(
         how = if sim.reused { "reused" } else { "started" },
         kubeconfig = kubeconfig.display(),
         log = dir.join("sim.log").display(),
-        listen = options.listen,
+        listen = if options.listen.port() == 0 {
+            "<the address printed as `listening on`>".to_string()
+        } else {
+            options.listen.to_string()
+        },
     );
     Ok(())
 }

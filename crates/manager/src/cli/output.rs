@@ -183,11 +183,17 @@ pub fn step(cluster: &v1::Cluster) -> String {
         .map_or_else(|| "-".to_owned(), |c| c.reason.clone())
 }
 
-fn desired_workers(spec: &v1::ClusterSpec) -> i32 {
+/// Desired workers: what the agent reports per pool (for autoscaled pools that is the
+/// autoscaler's choice), else what the spec asks for.
+fn desired_workers(spec: &v1::ClusterSpec, status: &v1::ClusterStatus) -> i32 {
     spec.workers
         .iter()
         .map(|w| {
-            w.replicas
+            status
+                .pools
+                .get(&w.name)
+                .map(|p| p.desired)
+                .or(w.replicas)
                 .or_else(|| w.autoscaling.as_ref().map(|a| a.min_replicas))
                 .unwrap_or(0)
         })
@@ -211,7 +217,7 @@ pub fn cluster_row(
         format!("{}%", status.progress_percent),
         spec.kubernetes_version.clone(),
         format!("{cp_ready}/{cp_desired}"),
-        format!("{workers_ready}/{}", desired_workers(&spec)),
+        format!("{workers_ready}/{}", desired_workers(&spec, &status)),
         age(cluster.created_at.as_ref(), now),
     ];
     if wide {
