@@ -168,8 +168,10 @@ async fn run(report: &mut Report, n: usize, measure_drift: bool) -> anyhow::Resu
         last,
         "s",
         &format!("{last:.1} s (p50 {:.1} s)", quantile(&ready_secs, 0.5)),
-        "report (CAPI in-memory: 1,000 single-node ≈ 15 min on a laptop)",
-        None,
+        (
+            "report (CAPI in-memory: 1,000 single-node ≈ 15 min on a laptop)",
+            None,
+        ),
     )?;
     let sim_pid = world.sim.id().unwrap_or_default();
     let manager_pid = world.managers[0].child.id().unwrap_or_default();
@@ -187,8 +189,7 @@ async fn run(report: &mut Report, n: usize, measure_drift: bool) -> anyhow::Resu
             peak(manager_pid),
             agent_peak
         ),
-        "report",
-        None,
+        ("report", None),
     )?;
     report.figure(
         &format!("agent-rss-reconciling-{n}"),
@@ -196,8 +197,7 @@ async fn run(report: &mut Report, n: usize, measure_drift: bool) -> anyhow::Resu
         agent_peak,
         "MiB",
         &format!("{agent_peak:.1} MiB"),
-        "report",
-        None,
+        ("report", None),
     )?;
 
     // Idle: the agents and the manager with nothing to do.
@@ -224,8 +224,7 @@ async fn run(report: &mut Report, n: usize, measure_drift: bool) -> anyhow::Resu
         idle_max,
         "MiB",
         &format!("{idle_max:.1} MiB ({:.1} MiB)", quantile(&idle_rss, 0.5)),
-        "≤ 30 MiB",
-        Some(idle_max <= 30.0),
+        ("≤ 30 MiB", Some(idle_max <= 30.0)),
     )?;
     report.figure(
         &format!("agent-cpu-idle-{n}"),
@@ -233,8 +232,7 @@ async fn run(report: &mut Report, n: usize, measure_drift: bool) -> anyhow::Resu
         agent_cpu_pct,
         "%",
         &format!("{agent_cpu_pct:.2} % of a core"),
-        "report",
-        None,
+        ("report", None),
     )?;
     report.figure(
         &format!("manager-cpu-idle-flow-{n}"),
@@ -242,8 +240,7 @@ async fn run(report: &mut Report, n: usize, measure_drift: bool) -> anyhow::Resu
         manager_cpu_pct,
         "%",
         &format!("{manager_cpu_pct:.2} % of a core"),
-        "report",
-        None,
+        ("report", None),
     )?;
 
     // Spec fan-out through real agents.
@@ -298,8 +295,7 @@ async fn run(report: &mut Report, n: usize, measure_drift: bool) -> anyhow::Resu
             quantile(&ms, 0.5),
             quantile(&ms, 1.0)
         ),
-        "report",
-        None,
+        ("report", None),
     )?;
 
     if measure_drift {
@@ -335,8 +331,7 @@ async fn run(report: &mut Report, n: usize, measure_drift: bool) -> anyhow::Resu
             max,
             "ms",
             &format!("p50 {:.0} ms, max {max:.0} ms", quantile(&drift, 0.5)),
-            "report",
-            None,
+            ("report", None),
         )?;
     }
     watcher.abort();

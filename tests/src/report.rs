@@ -55,7 +55,7 @@ impl Report {
         })
     }
 
-    /// One figure. `goal` is the stated goal (empty: none) and `goal_met` the verdict.
+    /// One figure. `goal` is the stated goal (empty: none) and whether it was met.
     ///
     /// # Errors
     /// The file cannot be written.
@@ -66,8 +66,7 @@ impl Report {
         value: f64,
         unit: &str,
         display: &str,
-        goal: &str,
-        goal_met: Option<bool>,
+        (goal, goal_met): (&str, Option<bool>),
     ) -> std::io::Result<()> {
         println!("  {figure:<60} {display:>24}   [{goal}]");
         self.seq += 1;
