@@ -1175,60 +1175,6 @@ pub fn require_kill_points() {
 
 // === Agent (tests/tests/agent.rs) ===
 
-/// Installs Flux (its CRDs, copied from the management cluster `mgmt`, and a
-/// `helm-controller` Deployment the simulated node runtime recognises) into the workload
-/// cluster `workload`, so that Helm add-ons can become Ready there. Idempotent.
-pub async fn install_flux(mgmt: &Client, workload: &Client) -> Result<(), kube::Error> {
-    use kube::api::{Patch, PatchParams};
-    let crd = ApiResource::from_gvk(&GroupVersionKind::gvk(
-        "apiextensions.k8s.io",
-        "v1",
-        "CustomResourceDefinition",
-    ));
-    let source: Api<DynamicObject> = Api::all_with(mgmt.clone(), &crd);
-    let target: Api<DynamicObject> = Api::all_with(workload.clone(), &crd);
-    let params = PatchParams::apply("fledge-e2e").force();
-    for obj in source.list(&Default::default()).await? {
-        let crd_name = obj.metadata.name.clone().unwrap_or_default();
-        if !crd_name.ends_with(".toolkit.fluxcd.io") {
-            continue;
-        }
-        let mut value = serde_json::to_value(&obj).expect("json");
-        value["metadata"] = serde_json::json!({"name": crd_name, "labels": obj.metadata.labels});
-        value.as_object_mut().expect("object").remove("status");
-        target
-            .patch(&crd_name, &params, &Patch::Apply(&value))
-            .await?;
-    }
-    let namespaces: Api<Namespace> = Api::all(workload.clone());
-    let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "flux-system"}});
-    namespaces
-        .patch("flux-system", &params, &Patch::Apply(&ns))
-        .await?;
-    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
-        Api::namespaced(workload.clone(), "flux-system");
-    let deployment = serde_json::json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "helm-controller", "namespace": "flux-system"},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "helm-controller"}},
-            "template": {
-                "metadata": {"labels": {"app": "helm-controller"}},
-                "spec": {
-                    "tolerations": [{"operator": "Exists"}],
-                    "containers": [{"name": "manager", "image": "ghcr.io/fluxcd/helm-controller:v1.3.0"}],
-                },
-            },
-        },
-    });
-    deployments
-        .patch("helm-controller", &params, &Patch::Apply(&deployment))
-        .await?;
-    Ok(())
-}
-
 /// The logs of the agent Pods of workload cluster `namespace/name` so far (all Pods).
 pub fn agent_logs(world: &World, namespace: &str, name: &str) -> String {
     let dir = world

@@ -2,8 +2,8 @@
 //! processes. After the pivot the agent brings the cluster to its full spec, installs the
 //! profile's add-ons, and keeps the cluster there with or without the manager.
 //!
-//! Flux is not installed by the manager yet, so the tests install it into the workload cluster
-//! (`install_flux`) as soon as its API exists.
+//! The manager installs Flux into the workload cluster (InstallingProviders) because the
+//! profile has a Helm add-on.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -17,7 +17,7 @@ use fledge_core::spec::{
 };
 use fledge_e2e::{
     World, WorldOptions, agent_logs, authed, client_from_file, create_credentials, dynamic,
-    eventually, example_cluster, example_profiles, install_flux, wait_for_status_within,
+    eventually, example_cluster, example_profiles, wait_for_status_within,
 };
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::Pod;
@@ -44,24 +44,6 @@ async fn create(world: &World, cluster: &WorkloadCluster, profiles: &[ClusterPro
         .create(&PostParams::default(), cluster)
         .await
         .expect("create cluster");
-}
-
-/// Installs Flux into the cluster as soon as its API exists.
-fn flux_when_ready(world: &World, name: &str) -> tokio::task::JoinHandle<()> {
-    let workload = world.workload_kubeconfig(NS, name);
-    let mgmt = world.kubeconfig.clone();
-    tokio::spawn(async move {
-        loop {
-            if workload.exists() {
-                let m = client_from_file(&mgmt).await;
-                let w = client_from_file(&workload).await;
-                if install_flux(&m, &w).await.is_ok() {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    })
 }
 
 async fn clusters(world: &World) -> Api<WorkloadCluster> {
@@ -276,7 +258,6 @@ async fn edge_1_comes_up_and_keeps_itself_at_its_spec_without_the_manager() {
     .await;
     world.start_manager("manager-a").await;
     let name = "edge-1";
-    let _flux = flux_when_ready(&world, name);
     let recorder = Recorder::start(&world, name);
     create(
         &world,
@@ -623,7 +604,6 @@ async fn failures_are_reported_contained_and_recovered_from() {
         .admin_ok("POST", "/v1/helm/charts/broken-chart/fail", "")
         .await;
     let (failing, healthy) = ("sn-fail", "sn-ok");
-    let _flux = flux_when_ready(&world, failing);
     let mut cluster = example_cluster("single-node.yaml", NS, failing);
     cluster.spec.profile = Some("failing".into());
     create(&world, &cluster, &[failing_profile()]).await;
