@@ -11,7 +11,11 @@
 //!   cluster's agent acknowledged the new generation (as the manager recorded it in
 //!   `status.agent.appliedGeneration`), p50/p99/max;
 //! - add-on drift: a ConfigMap the profile's add-on applied is deleted in the workload
-//!   cluster, and the time until the agent put it back (p50/max).
+//!   cluster, and the time until the agent put it back (p50/max);
+//! - the pivot and the reverse pivot of a 1 CP + 1 pool cluster and of `examples/edge-1.yaml`
+//!   (3 CP + 2 pools): objects moved and duration (from the manager's `Move finished` log
+//!   line), and how soon Cluster API resumed in the target after the pivot (the first Machine
+//!   created there after the move finished; creation times have one-second resolution).
 //!
 //! Needs release binaries: `cargo build --release --workspace --bins` (make bench does).
 //! Figures go to `target/bench/flow.jsonl` (section `flow`); `scripts/bench-report.py`
@@ -95,6 +99,7 @@ fn main() -> anyhow::Result<()> {
          Latencies are wall-clock on this machine with everything (sim, manager, N agents) on \
          its 2 cores."
     ))?;
+    runtime.block_on(pivots(&mut report))?;
     for (i, n) in sizes.iter().enumerate() {
         runtime.block_on(run(&mut report, *n, i == 0))?;
     }
@@ -366,4 +371,155 @@ async fn watch_clusters(kube: Client, seen: Arc<Mutex<Seen>>) {
             }
         }
     }
+}
+
+/// One `Move finished` line of the manager's log.
+#[derive(Debug, Clone)]
+struct Move {
+    cluster: String,
+    direction: String,
+    objects: u64,
+    duration_ms: u64,
+    finished_at: k8s_openapi::jiff::Timestamp,
+}
+
+/// The `Move finished` lines of a manager log (tracing's default format: timestamp, level,
+/// spans with their fields, then `key=value` fields).
+fn moves(log: &str) -> Vec<Move> {
+    let field = |line: &str, key: &str| -> Option<String> {
+        let start = line.find(&format!("{key}="))? + key.len() + 1;
+        let rest = &line[start..];
+        let end = rest
+            .find(|c: char| c.is_whitespace() || c == '}' || c == ':')
+            .unwrap_or(rest.len());
+        Some(rest[..end].trim_matches('"').to_string())
+    };
+    log.lines()
+        .filter(|l| l.contains("Move finished"))
+        .filter_map(|l| {
+            Some(Move {
+                cluster: field(l, "cluster")?,
+                direction: field(l, "direction")?,
+                objects: field(l, "objects")?.parse().ok()?,
+                duration_ms: field(l, "duration_ms")?.parse().ok()?,
+                finished_at: l.split_whitespace().next()?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Pivot and reverse-pivot figures for a small and a production-shaped cluster.
+async fn pivots(report: &mut Report) -> anyhow::Result<()> {
+    println!("flow bench: pivots");
+    let mut world = World::start(WorldOptions {
+        speed: SPEED,
+        ..Default::default()
+    })
+    .await;
+    world.start_manager("bench-manager").await;
+    let kube = world.kube().await;
+    create_credentials(&kube, TENANT).await;
+    let profiles: Api<ClusterProfile> = Api::namespaced(kube.clone(), TENANT);
+    for profile in fledge_e2e::example_profiles("edge-1.yaml", TENANT) {
+        profiles.create(&PostParams::default(), &profile).await?;
+    }
+    let clusters: Api<WorkloadCluster> = Api::namespaced(kube.clone(), TENANT);
+    let mut small = example_cluster("single-node.yaml", TENANT, "pivot-small");
+    small.spec.workers = vec![fledge_core::spec::WorkerPool {
+        name: "work".into(),
+        replicas: Some(1),
+        machine: small.spec.control_plane.machine.clone(),
+        template: None,
+        labels: Default::default(),
+        taints: Vec::new(),
+        autoscaling: None,
+    }];
+    let edge = example_cluster("edge-1.yaml", TENANT, "pivot-edge");
+    for (cluster, shape) in [(small, "1 CP + 1 pool"), (edge, "3 CP + 2 pools (edge-1)")] {
+        let name = cluster.metadata.name.clone().unwrap_or_default();
+        clusters.create(&PostParams::default(), &cluster).await?;
+        fledge_e2e::wait_for_status_within(&clusters, &name, "Ready", READY_DEADLINE, |s| {
+            s.phase.as_deref() == Some("Ready")
+        })
+        .await;
+        let log = world.manager_log(0);
+        let forward = moves(&log)
+            .into_iter()
+            .find(|m| m.cluster.ends_with(&format!("/{name}")) && m.direction != "reverse")
+            .ok_or_else(|| anyhow::anyhow!("no Move finished line for {name}"))?;
+        // Cluster API resumed in the target: the first Machine created there after the move.
+        let workload = world.workload_kube(TENANT, &name).await;
+        let machines =
+            fledge_e2e::dynamic(&workload, TENANT, "cluster.x-k8s.io", "v1beta2", "Machine")
+                .list(&Default::default())
+                .await?;
+        let resumed = machines
+            .items
+            .iter()
+            .filter_map(|m| m.metadata.creation_timestamp.as_ref().map(|t| t.0))
+            .filter(|created| {
+                // Creation times have whole seconds: a Machine of the move's second counts.
+                created.as_second() >= forward.finished_at.as_second()
+            })
+            .min()
+            .map(|first| (first.as_second() - forward.finished_at.as_second()).max(0) as f64);
+        report.figure(
+            &format!("pivot-{name}"),
+            &format!("pivot, {shape}: objects moved, duration"),
+            forward.duration_ms as f64,
+            "ms",
+            &format!("{} objects in {} ms", forward.objects, forward.duration_ms),
+            (
+                "≤ 5 s (clusterctl: ~23 objects for 1 CP + 1 worker)",
+                Some(forward.duration_ms <= 5000),
+            ),
+        )?;
+        if let Some(resumed) = resumed {
+            report.figure(
+                &format!("pivot-resumed-{name}"),
+                &format!("pivot, {shape}: Cluster API creating Machines in the target after"),
+                resumed,
+                "s",
+                &format!("≤ {:.0} s (1 s resolution)", resumed.max(1.0)),
+                (
+                    "≤ 10 s (users report 10–20 min after clusterctl move)",
+                    Some(resumed <= 10.0),
+                ),
+            )?;
+        }
+        // Delete: the reverse pivot moves the grown cluster back.
+        clusters.delete(&name, &Default::default()).await?;
+        let gone = tokio::time::timeout(READY_DEADLINE, async {
+            while clusters.get_opt(&name).await.ok().flatten().is_some() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await;
+        if gone.is_err() {
+            anyhow::bail!("{name} was never deleted");
+        }
+        let log = world.manager_log(0);
+        if let Some(back) = moves(&log)
+            .into_iter()
+            .find(|m| m.cluster.ends_with(&format!("/{name}")) && m.direction == "reverse")
+        {
+            report.figure(
+                &format!("reverse-pivot-{name}"),
+                &format!("reverse pivot (delete), {shape}: objects moved back, duration"),
+                back.duration_ms as f64,
+                "ms",
+                &format!("{} objects in {} ms", back.objects, back.duration_ms),
+                ("report", None),
+            )?;
+        }
+    }
+    report.note(
+        "The pivot happens right after the first control-plane machine, before the agent scales \
+         the control plane and creates the pools, so both clusters move the same kinds of \
+         objects (Cluster, VSphereCluster, KubeadmControlPlane, its template, the Machine with \
+         its KubeadmConfig, VSphereMachine and VSphereVM, and the cluster's Secrets); the reverse \
+         pivot at deletion moves the grown cluster.",
+    )?;
+    drop(world);
+    Ok(())
 }
