@@ -57,8 +57,10 @@ bench:
 		$(CARGO) bench -p kube-sim --bench api || status=$$?; \
 	SCALE=$(SCALE) BENCH_COMMAND="make bench$(if $(filter full,$(SCALE)), SCALE=full)" \
 		$(CARGO) bench -p fledge-sim --bench world || status=$$?; \
-	$(CARGO) build --release -p fledge-sim -p fledge-manager || status=$$?; \
+	$(CARGO) build --release --workspace --bins || status=$$?; \
 	SCALE=$(SCALE) BENCH_COMMAND="make bench$(if $(filter full,$(SCALE)), SCALE=full)" \
 		$(CARGO) bench -p fledge-manager --bench agents || status=$$?; \
+	SCALE=$(SCALE) BENCH_COMMAND="make bench$(if $(filter full,$(SCALE)), SCALE=full)" \
+		$(CARGO) bench -p fledge-e2e --bench flow || status=$$?; \
 	python3 scripts/bench-report.py || status=$$?; \
 	exit $$status

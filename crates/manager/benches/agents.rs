@@ -758,6 +758,10 @@ async fn run_n(
         let idle_cpu = (manager.cpu_seconds()? - cpu0) / t0.elapsed().as_secs_f64();
         let bench_idle_cpu = (cpu_seconds(own_pid())? - bench_cpu0) / t0.elapsed().as_secs_f64();
         rss = manager.rss_bytes()?;
+        // Open descriptors: N agent sockets plus the manager's connections to the management
+        // API (kube-rs speaks HTTP/1.1: one connection per concurrent request, kept pooled).
+        let manager_fds =
+            std::fs::read_dir(format!("/proc/{}/fd", manager.pid)).map_or(0, |d| d.count());
         let bench_rss = proc_status_bytes(own_pid(), "VmRSS:")?;
         let per_stream = (rss as f64 - base_rss as f64) / n as f64;
         let projected = base_rss as f64 + per_stream * 10_000.0;
@@ -770,11 +774,12 @@ async fn run_n(
             rss as f64,
             "bytes",
             &format!(
-                "{} ({} before the agents connected; {} per stream; projected to 10k: {})",
+                "{} ({} before the agents connected; {} per stream; projected to 10k: {}; {} open fds)",
                 bytes(rss as f64),
                 bytes(base_rss as f64),
                 bytes(per_stream),
-                bytes(projected)
+                bytes(projected),
+                thousands(manager_fds as f64)
             ),
             &format!(
                 "≤ 600 MiB at 10k; anchor: bare tonic + rustls ~42 KB per mTLS stream → {} of it",

@@ -62,9 +62,17 @@ pub struct Config {
     pub heartbeat_interval: Duration,
 }
 
+/// How many management-cluster calls the streams of one replica make at once. kube's client
+/// speaks HTTP/1.1 to the API server, so every concurrent call holds a connection of its own
+/// (and the pool keeps it): without a cap, a thousand agents connecting at once open about a
+/// thousand connections and keep them. The calls are small; a queue of them drains fast.
+const MAX_CONCURRENT_API_CALLS: usize = 32;
+
 /// State shared by every stream of the replica.
 struct Shared {
     client: kube::Client,
+    /// Permits for management-cluster calls ([`MAX_CONCURRENT_API_CALLS`]).
+    api_calls: tokio::sync::Semaphore,
     ca: Option<Arc<Ca>>,
     config: Config,
     registry: Arc<Registry>,
@@ -92,6 +100,7 @@ impl AgentApi {
         let api = Self {
             shared: Arc::new(Shared {
                 client,
+                api_calls: tokio::sync::Semaphore::new(MAX_CONCURRENT_API_CALLS),
                 ca,
                 config,
                 registry,
@@ -167,6 +176,7 @@ impl AgentService for AgentApi {
             // Authoritative read (not the cache): a cluster deleted and recreated under the
             // same name must not accept the old certificate, however far the cache lags.
             let api: Api<WorkloadCluster> = Api::namespaced(shared.client.clone(), &id.namespace);
+            let permit = shared.api_calls.acquire().await.ok();
             let cluster = tokio::time::timeout(shared.config.call_timeout, api.get_opt(&id.name))
                 .await
                 .map_err(|_| Status::unavailable("the management cluster did not answer"))?
@@ -180,6 +190,7 @@ impl AgentService for AgentApi {
                         id.namespace, id.name
                     ))
                 })?;
+            drop(permit);
             if cluster.uid().as_deref() != Some(id.uid.as_str()) {
                 tracing::warn!(
                     "Rejecting a certificate issued for an earlier cluster of the same name"
@@ -190,10 +201,7 @@ impl AgentService for AgentApi {
             }
             // The profile's generation comes from the cache: wait for its first list so a
             // reconnecting agent is not sent a spurious update computed without it.
-            let ready = async {
-                shared.stores.profiles.wait_until_ready().await.is_ok()
-                    && shared.stores.clusters.wait_until_ready().await.is_ok()
-            };
+            let ready = shared.stores.wait_ready();
             if !matches!(tokio::time::timeout(HELLO_TIMEOUT, ready).await, Ok(true)) {
                 return Err(Status::unavailable(
                     "the manager's caches are not ready yet",

@@ -386,6 +386,7 @@ impl Session {
             field_manager: Some(FIELD_MANAGER.to_string()),
             ..PatchParams::default()
         };
+        let _permit = self.shared.api_calls.acquire().await.ok();
         match tokio::time::timeout(
             self.shared.config.call_timeout,
             self.api
@@ -413,6 +414,7 @@ impl Session {
     /// connection state then. The resourceVersion precondition closes the race between the
     /// read and the write.
     async fn mark_disconnected(&mut self) {
+        let _permit = self.shared.api_calls.acquire().await.ok();
         for _ in 0..DISCONNECT_ATTEMPTS {
             if !self.shared.registry.holds(&self.key, self.conn) {
                 return;

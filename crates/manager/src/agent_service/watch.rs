@@ -25,6 +25,18 @@ pub struct Stores {
     pub clusters: Store<WorkloadCluster>,
     /// Every ClusterProfile.
     pub profiles: Store<ClusterProfile>,
+    /// Turns true once both stores hold their first complete list. A watch channel wakes every
+    /// waiter, which matters when thousands of agents reconnect at once to a fresh replica
+    /// (waiting on the stores themselves woke only some of them).
+    pub ready: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Stores {
+    /// Waits until both stores are ready; false if the watcher is gone.
+    pub async fn wait_ready(&self) -> bool {
+        let mut ready = self.ready.clone();
+        ready.wait_for(|r| *r).await.is_ok()
+    }
 }
 
 /// What the agent of a cluster should have, computed from the caches.
@@ -84,9 +96,20 @@ pub fn start(
 ) -> (Stores, impl Future<Output = ()> + Send + 'static) {
     let (clusters, cluster_writer) = reflector::store::<WorkloadCluster>();
     let (profiles, profile_writer) = reflector::store::<ClusterProfile>();
+    let (ready_tx, ready) = tokio::sync::watch::channel(false);
     let stores = Stores {
         clusters: clusters.clone(),
-        profiles,
+        profiles: profiles.clone(),
+        ready,
+    };
+    let (ready_clusters, ready_profiles) = (clusters.clone(), profiles.clone());
+    let ready_task = async move {
+        // One waiter per store; every session waits on the channel.
+        if ready_clusters.wait_until_ready().await.is_ok()
+            && ready_profiles.wait_until_ready().await.is_ok()
+        {
+            let _ = ready_tx.send(true);
+        }
     };
     let cluster_events = reflector::reflector(
         cluster_writer,
@@ -141,7 +164,7 @@ pub fn start(
         }
     };
     let run = async move {
-        tokio::join!(clusters_task, profiles_task);
+        tokio::join!(clusters_task, profiles_task, ready_task);
     };
     (stores, run)
 }

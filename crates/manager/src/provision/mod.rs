@@ -340,6 +340,20 @@ async fn drive(ctx: &Context, cluster: &WorkloadCluster) -> (Outcome, Action, Wo
     (outcome, action, current)
 }
 
+/// Whether the status records a finished pivot (condition `Pivoted=True`) or a phase that
+/// only a pivoted cluster reaches.
+fn was_pivoted(cluster: &WorkloadCluster) -> bool {
+    cluster.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == names::PIVOTED_CONDITION && c.status == "True")
+            || matches!(
+                s.phase.as_deref(),
+                Some("HandedOver" | "Ready" | "Degraded")
+            )
+    })
+}
+
 /// Whether `status.phase` is before `index` in [`PIPELINE`] (or not set yet). Phases outside
 /// the list (Invalid, Degraded) are never announced over.
 fn stored_before(cluster: &WorkloadCluster, index: usize) -> bool {
@@ -367,6 +381,9 @@ async fn drive_from(ctx: &Context, current: &mut WorkloadCluster) -> (Outcome, A
     let start = match pivoting::forward_state(ctx, &namespace, &name).await {
         Ok(Some(pivot::State::Done)) => position(Phase::HandedOver),
         Ok(Some(_)) => position(Phase::Pivoting),
+        // No journal, but the status says the objects moved (the journal was deleted behind
+        // our back): replaying Bootstrapping would create a second copy of the cluster.
+        Ok(None) if was_pivoted(cluster) => position(Phase::HandedOver),
         Ok(None) => 0,
         Err(err) => {
             return (
