@@ -1,339 +1,40 @@
 //! End-to-end tests of the provisioning pipeline: `fledge-sim serve` (with its CAPI/vSphere
-//! controllers, sped up) and `fledge-manager serve`, both started as processes.
+//! controllers, sped up) and `fledge-manager serve`, both started as processes (the harness of
+//! `tests/src/lib.rs`).
 //!
 //! Each test owns its world (sim, managers, state directory) and its cluster names.
 
 // Helpers outside `#[test]` functions fail the test the same way: with a clear message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
-
 use fledge_core::proto::v1;
-use fledge_core::proto::v1::cluster_service_client::ClusterServiceClient;
 use fledge_core::spec::WorkloadCluster;
-use fledge_core::validate::{Document, load_and_validate};
-use futures::StreamExt;
+use fledge_e2e::{
+    AgentBin, DEADLINE, World, WorldOptions, client_from_kubeconfig, create_credentials, dynamic,
+    ensure_namespace, example_cluster, record_phases, wait_for_status,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use kube::Api;
+use kube::api::{DynamicObject, PostParams};
 use kube::runtime::wait::await_condition;
-use kube::{Api, Client};
-use tokio::io::AsyncBufReadExt;
-use tokio::process::{Child, Command};
 use tonic::Request;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
-/// Safety net for anything the world has to do; never a timing assertion. Generous because
-/// the tests share two cores with each other and with other builds.
-const DEADLINE: Duration = Duration::from_secs(120);
-
-const TOKENS: &str = "token-a team-a\n";
-
-fn bin_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_fledge-manager"))
-        .parent()
-        .expect("bin dir")
-        .to_path_buf()
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Polls for a file; the sim announces readiness only by writing it.
-async fn wait_for_file(path: &Path, child: &mut Child, what: &str) {
-    let poll = async {
-        while !path.exists() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "{what} exited with {status} before writing {}",
-                    path.display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::time::timeout(DEADLINE, poll)
-        .await
-        .unwrap_or_else(|_| panic!("{what} never wrote {}", path.display()));
-}
-
-/// One manager process.
-struct Manager {
-    child: Child,
-    addr: String,
-    log: PathBuf,
-}
-
-/// A simulated world plus managers, killed on drop.
-struct World {
-    dir: tempfile::TempDir,
-    sim: Child,
-    managers: Vec<Manager>,
-    kubeconfig: PathBuf,
-}
-
-impl World {
-    async fn start(controllers: bool) -> World {
-        let sim_bin = bin_dir().join("fledge-sim");
-        assert!(
-            sim_bin.exists(),
-            "{} is missing: run cargo build -p fledge-sim first",
-            sim_bin.display()
-        );
-        let dir = tempfile::tempdir().expect("tempdir");
-        // The agent binary is not built yet: a stand-in that exits at once is enough, since
-        // the pipeline does not wait for the agent to be ready.
-        let agent = dir.path().join("fake-agent");
-        std::fs::write(&agent, "#!/bin/sh\nexit 0\n").expect("write fake agent");
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755))
-                .expect("chmod fake agent");
-        }
-        let state = dir.path().join("sim");
-        let mut command = Command::new(&sim_bin);
-        command
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--speed",
-                "100",
-                "--state-dir",
-            ])
-            .arg(&state)
-            .arg("--agent-bin")
-            .arg(&agent);
-        if !controllers {
-            command.arg("--no-controllers");
-        }
-        let sim_log = std::fs::File::create(dir.path().join("sim.log")).expect("sim log");
-        let mut sim = command
-            .stdout(Stdio::null())
-            .stderr(sim_log)
-            .env("RUST_LOG", "warn")
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start fledge-sim");
-        let kubeconfig = state.join("kubeconfig");
-        wait_for_file(&kubeconfig, &mut sim, "fledge-sim").await;
-        std::fs::write(dir.path().join("tokens"), TOKENS).expect("write tokens");
-        World {
-            dir,
-            sim,
-            managers: Vec::new(),
-            kubeconfig,
-        }
-    }
-
-    /// Starts a manager whose identity starts with `host`; returns its index.
-    async fn start_manager(&mut self, host: &str) -> usize {
-        let log = self.dir.path().join(format!("{host}.log"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fledge-manager"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--kubeconfig"])
-            .arg(&self.kubeconfig)
-            .arg("--tls-dir")
-            .arg(self.dir.path().join("tls"))
-            .arg("--tokens")
-            .arg(self.dir.path().join("tokens"))
-            .env("FLEDGE_LOG", "info")
-            .env("HOSTNAME", host)
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("manager log"))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start fledge-manager");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(DEADLINE, lines.next_line())
-            .await
-            .expect("manager never printed its address")
-            .expect("read stdout")
-            .unwrap_or_else(|| panic!("manager exited early: {:?}", std::fs::read_to_string(&log)));
-        let addr = line
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        self.managers.push(Manager { child, addr, log });
-        self.managers.len() - 1
-    }
-
-    async fn kube(&self) -> Client {
-        client_from_kubeconfig(&std::fs::read_to_string(&self.kubeconfig).expect("kubeconfig"))
-            .await
-    }
-
-    async fn grpc(&self, manager: usize) -> ClusterServiceClient<tonic::transport::Channel> {
-        let ca_pem = std::fs::read_to_string(self.dir.path().join("tls/ca.crt")).expect("ca.crt");
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&ca_pem))
-            .domain_name("localhost");
-        let channel = Endpoint::from_shared(format!("https://{}", self.managers[manager].addr))
-            .expect("endpoint")
-            .tls_config(tls)
-            .expect("tls config")
-            .timeout(Duration::from_secs(20))
-            .connect()
-            .await
-            .expect("connect to the manager");
-        ClusterServiceClient::new(channel)
-    }
-
-    fn manager_log(&self, manager: usize) -> String {
-        std::fs::read_to_string(&self.managers[manager].log).unwrap_or_default()
-    }
-
-    /// Stops a manager with SIGTERM (it releases the Lease) and waits for it to exit.
-    async fn stop_manager(&mut self, manager: usize) {
-        let child = &mut self.managers[manager].child;
-        let pid = i32::try_from(child.id().expect("manager running")).expect("pid");
-        let pid = rustix::process::Pid::from_raw(pid).expect("pid");
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
-        tokio::time::timeout(DEADLINE, child.wait())
-            .await
-            .expect("manager did not stop after SIGTERM")
-            .expect("wait");
-    }
-}
-
-impl World {
-    /// Kills a manager with SIGKILL (it cannot release the Lease) and reaps it.
-    async fn kill_manager(&mut self, manager: usize) {
-        let child = &mut self.managers[manager].child;
-        child.kill().await.expect("SIGKILL the manager");
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        let _ = self.sim.start_kill();
-        for manager in &mut self.managers {
-            let _ = manager.child.start_kill();
-        }
-    }
-}
-
-async fn client_from_kubeconfig(yaml: &str) -> Client {
-    let kubeconfig = kube::config::Kubeconfig::from_yaml(yaml).expect("kubeconfig parses");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .expect("kube config");
-    Client::try_from(config).expect("kube client")
+/// A world whose node runtime runs a stand-in agent: these tests are about the manager.
+async fn start_world(controllers: bool) -> World {
+    World::start(WorldOptions {
+        controllers,
+        agent: AgentBin::Fake,
+        ..Default::default()
+    })
+    .await
 }
 
 /// The single-node example's cluster, moved to `namespace` and renamed `name`.
 fn single_node(namespace: &str, name: &str) -> WorkloadCluster {
-    let yaml =
-        std::fs::read_to_string(repo_root().join("examples/single-node.yaml")).expect("example");
-    let docs = load_and_validate(&yaml).expect("example is valid");
-    let Some(Document::WorkloadCluster(mut cluster)) = docs.into_iter().next() else {
-        panic!("the example holds a WorkloadCluster first");
-    };
-    cluster.metadata.namespace = Some(namespace.into());
-    cluster.metadata.name = Some(name.into());
-    cluster
-}
-
-async fn ensure_namespace(client: &Client, name: &str) {
-    let api: Api<Namespace> = Api::all(client.clone());
-    let ns = Namespace {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    match api.create(&PostParams::default(), &ns).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(err) => panic!("creating namespace {name}: {err}"),
-    }
-}
-
-async fn create_credentials(client: &Client, namespace: &str) {
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret: Secret = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "vsphere-credentials", "namespace": namespace},
-        "stringData": {"username": "administrator@vsphere.local", "password": "secret"},
-    }))
-    .expect("secret");
-    api.create(&PostParams::default(), &secret)
-        .await
-        .expect("create the credentials Secret");
-}
-
-/// Waits until the cluster's status satisfies `cond`; on timeout, fails with the last state.
-async fn wait_for_status(
-    api: &Api<WorkloadCluster>,
-    name: &str,
-    what: &str,
-    cond: impl Fn(&fledge_core::spec::WorkloadClusterStatus) -> bool,
-) -> WorkloadCluster {
-    let condition =
-        move |obj: Option<&WorkloadCluster>| obj.and_then(|o| o.status.as_ref()).is_some_and(&cond);
-    match tokio::time::timeout(DEADLINE, await_condition(api.clone(), name, condition)).await {
-        Ok(Ok(Some(obj))) => obj,
-        Ok(other) => panic!("waiting for {name} to be {what}: watch ended with {other:?}"),
-        Err(_) => panic!(
-            "{name} never became {what}; last seen: {:#?}",
-            api.get_opt(name).await.map(|o| o.and_then(|o| o.status))
-        ),
-    }
-}
-
-/// Records every distinct `status.phase` of `name` until `last` is seen.
-/// Every phase seen so far is also published on `seen`, so the test can wait for one.
-async fn record_phases(
-    api: Api<WorkloadCluster>,
-    name: String,
-    last: &'static str,
-    seen: tokio::sync::watch::Sender<Vec<String>>,
-) -> Vec<String> {
-    let config = kube::runtime::watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut stream = Box::pin(kube::runtime::WatchStreamExt::applied_objects(
-        kube::runtime::watcher(api.clone(), config),
-    ));
-    let mut phases: Vec<String> = Vec::new();
-    let collect = async {
-        while let Some(event) = stream.next().await {
-            let Ok(obj) = event else { continue };
-            if let Some(phase) = obj.status.and_then(|s| s.phase)
-                && phases.last() != Some(&phase)
-            {
-                phases.push(phase.clone());
-                seen.send_replace(phases.clone());
-                if phase == last {
-                    return;
-                }
-            }
-        }
-    };
-    if tokio::time::timeout(DEADLINE, collect).await.is_err() {
-        panic!(
-            "{name} never reached {last}; phases seen {phases:?}; last status {:#?}",
-            api.get_opt(&name).await.map(|o| o.and_then(|o| o.status))
-        );
-    }
-    phases
-}
-
-fn dynamic(
-    client: &Client,
-    namespace: &str,
-    group: &str,
-    version: &str,
-    kind: &str,
-) -> Api<DynamicObject> {
-    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
-    Api::namespaced_with(client.clone(), namespace, &resource)
+    example_cluster("single-node.yaml", namespace, name)
 }
 
 fn managed_by_fledge(obj: &DynamicObject) -> bool {
@@ -357,7 +58,7 @@ fn condition_message(cluster: &WorkloadCluster, type_: &str) -> Option<(String, 
 
 #[tokio::test]
 async fn clusters_from_grpc_and_kube_rs_advance_to_installing_agent() {
-    let mut world = World::start(true).await;
+    let mut world = start_world(true).await;
     world.start_manager("manager-a").await;
     let kube = world.kube().await;
     ensure_namespace(&kube, "team-a").await;
@@ -606,7 +307,7 @@ fn holder_index(hosts: &[&str], holder: &str) -> usize {
 #[tokio::test]
 async fn only_the_lease_holder_provisions_and_invalid_specs_get_nothing() {
     // No CAPI controllers: this test is about who writes, not about machines.
-    let mut world = World::start(false).await;
+    let mut world = start_world(false).await;
     let hosts = ["manager-a", "manager-b", "manager-c"];
     for host in hosts {
         world.start_manager(host).await;
