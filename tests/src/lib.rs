@@ -417,13 +417,45 @@ impl World {
 
 impl Drop for World {
     fn drop(&mut self) {
-        let _ = self.sim.start_kill();
         for manager in &mut self.managers {
             let _ = manager.child.start_kill();
         }
+        // SIGTERM first: the sim then stops the agent processes it runs, each in its own
+        // process group, which a SIGKILL of the sim would leave running.
+        if let Some(pid) = self.sim.id().and_then(|p| i32::try_from(p).ok())
+            && let Some(pid) = rustix::process::Pid::from_raw(pid)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while matches!(self.sim.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.sim.start_kill();
+        // Whatever still runs from this world's directory (an agent the sim could not stop).
+        kill_processes_mentioning(self.dir.path());
         if std::env::var_os("FLEDGE_E2E_KEEP").is_some() {
             let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
             eprintln!("kept {}", kept.keep().display());
+        }
+    }
+}
+
+/// SIGKILLs every process whose command line mentions `dir`.
+fn kill_processes_mentioning(dir: &Path) {
+    let needle = dir.display().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for pid in entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+    {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&needle)
+            && let Some(pid) = rustix::process::Pid::from_raw(pid)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
         }
     }
 }

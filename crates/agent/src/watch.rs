@@ -37,7 +37,18 @@ pub fn spawn(client: &Client, shared: &Arc<Shared>) {
         );
     }
     let apps = |kind: &str| ApiResource::from_gvk(&GroupVersionKind::gvk("apps", "v1", kind));
-    for resource in [apps("Deployment"), apps("DaemonSet")] {
+    let core = |kind: &str| ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", kind));
+    // Every kind a manifest add-on may apply within the agent's permissions: a deleted or
+    // edited add-on object triggers a pass at once instead of waiting for the resync.
+    for resource in [
+        apps("Deployment"),
+        apps("DaemonSet"),
+        apps("StatefulSet"),
+        core("ConfigMap"),
+        core("Service"),
+        core("ServiceAccount"),
+        core("Namespace"),
+    ] {
         let api = Api::all_with(client.clone(), &resource);
         spawn_one(
             api,
