@@ -38,13 +38,14 @@ fn adopt(ctx: &Ctx<'_>, cluster: &Value, child: &Value) -> Result<Value> {
 
 /// Reconciles one Cluster.
 pub fn reconcile(ctx: &Ctx<'_>, c: &Value) -> Result {
+    // Paused first, as upstream (see `machine::reconcile`).
+    if ctx.paused(c) {
+        return Ok(());
+    }
     if deleting(c) {
         return reconcile_delete(ctx, c);
     }
     let c = &ensure_finalizer(ctx.api, c, FINALIZER)?;
-    if ctx.paused(c) {
-        return Ok(());
-    }
     let (namespace, cname) = (ns(c), name(c));
     let infra_ref = &c["spec"]["infrastructureRef"];
     let infra = match infra_ref["name"].as_str() {

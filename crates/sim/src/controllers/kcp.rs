@@ -101,6 +101,10 @@ fn creation(m: &Value) -> (String, String) {
 
 /// Reconciles one KubeadmControlPlane.
 pub fn reconcile(ctx: &Ctx<'_>, kcp: &Value) -> Result {
+    // Paused first, as upstream (see `machine::reconcile`).
+    if ctx.paused(kcp) {
+        return Ok(());
+    }
     let namespace = ns(kcp);
     let selector = format!("{CONTROL_PLANE_NAME_LABEL}={}", name(kcp));
     let mut machines = list_selected(
@@ -121,9 +125,6 @@ pub fn reconcile(ctx: &Ctx<'_>, kcp: &Value) -> Result {
         return Ok(());
     }
     let kcp = &ensure_finalizer(ctx.api, kcp, FINALIZER)?;
-    if ctx.paused(kcp) {
-        return Ok(());
-    }
     let Some(cluster_name) = super::cluster_name_of(kcp).map(str::to_owned).or_else(|| {
         super::owner_of_kind(kcp, "Cluster").and_then(|o| o["name"].as_str().map(str::to_owned))
     }) else {

@@ -27,13 +27,15 @@ fn node_ready(node: &Value) -> bool {
 
 /// Reconciles one Machine.
 pub fn reconcile(ctx: &Ctx<'_>, m: &Value) -> Result {
+    // Paused first, as upstream: a paused object is not touched at all, not even its
+    // finalizers or its deletion (clusterctl move deletes paused objects in the source).
+    if ctx.paused(m) {
+        return Ok(());
+    }
     if deleting(m) {
         return reconcile_delete(ctx, m);
     }
     let m = &ensure_finalizer(ctx.api, m, FINALIZER)?;
-    if ctx.paused(m) {
-        return Ok(());
-    }
     let namespace = ns(m);
     let cluster = super::cluster_name_of(m).unwrap_or_default();
     // Bootstrap.

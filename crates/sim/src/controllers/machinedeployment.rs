@@ -19,7 +19,7 @@ use crate::controllers::machine::machine_ready;
 
 /// The annotation on a MachineSet carrying the hash of the template alone (its name may also
 /// cover `rollout.after`).
-const TEMPLATE_HASH_ANNOTATION: &str = "fledge-sim.fledge.dev/template-hash";
+pub(crate) const TEMPLATE_HASH_ANNOTATION: &str = "fledge-sim.fledge.dev/template-hash";
 
 /// FNV-32a of `data`, the hash upstream's `ComputeSpewHash` uses.
 fn fnv32a(data: &[u8]) -> u32 {

@@ -263,6 +263,24 @@ fn deletion_order(machines: &mut [&Value]) {
     });
 }
 
+/// Whether `ms` is an old set of a MachineDeployment whose rollout strategy is OnDelete: its
+/// template hash is not the MachineDeployment's current one.
+fn replaced_on_delete(ctx: &Ctx<'_>, ms: &Value) -> Result<bool> {
+    let Some(md_name) = ms["metadata"]["labels"][DEPLOYMENT_NAME_LABEL].as_str() else {
+        return Ok(false);
+    };
+    let Some(md) = get(ctx.api, CAPI, "MachineDeployment", ns(ms), md_name)? else {
+        return Ok(false);
+    };
+    if md["spec"]["rollout"]["strategy"]["type"] != "OnDelete" {
+        return Ok(false);
+    }
+    let current = super::machinedeployment::template_hash(&md["spec"]["template"]["spec"], "");
+    Ok(ms["metadata"]["annotations"][super::machinedeployment::TEMPLATE_HASH_ANNOTATION]
+        .as_str()
+        .is_some_and(|h| h != current))
+}
+
 /// Reconciles one MachineSet.
 pub fn reconcile(ctx: &Ctx<'_>, ms: &Value) -> Result {
     // Deleting: the garbage collector removes the Machines it owns.
@@ -286,7 +304,11 @@ pub fn reconcile(ctx: &Ctx<'_>, ms: &Value) -> Result {
     let desired = usize::try_from(ms["spec"]["replicas"].as_i64().unwrap_or(1)).unwrap_or(0);
     let mut scaling_up = false;
     let mut scaling_down = false;
-    if alive.len() < desired {
+    if alive.len() < desired && replaced_on_delete(ctx, ms)? {
+        // An old set of an OnDelete MachineDeployment never replaces a deleted Machine: the
+        // MachineDeployment moves that replica to its newest set (upstream's OnDelete
+        // contract); creating one here would race it.
+    } else if alive.len() < desired {
         scaling_up = true;
         let mut labels = ms["spec"]["template"]["metadata"]["labels"].clone();
         if !labels.is_object() {

@@ -99,6 +99,10 @@ pub fn reconcile_cluster(ctx: &Ctx<'_>, vc: &Value) -> Result {
 
 /// Reconciles one VSphereMachine.
 pub fn reconcile_machine(ctx: &Ctx<'_>, vm: &Value) -> Result {
+    // Paused first, as upstream (see `machine::reconcile`).
+    if ctx.paused(vm) {
+        return Ok(());
+    }
     let namespace = ns(vm);
     if deleting(vm) {
         if get(ctx.api, INFRA, "VSphereVM", namespace, name(vm))?.is_some() {
@@ -108,9 +112,6 @@ pub fn reconcile_machine(ctx: &Ctx<'_>, vm: &Value) -> Result {
         return remove_finalizer(ctx.api, vm, MACHINE_FINALIZER);
     }
     let vm = &ensure_finalizer(ctx.api, vm, MACHINE_FINALIZER)?;
-    if ctx.paused(vm) {
-        return Ok(());
-    }
     let Some(owner) = owner_of_kind(vm, "Machine") else {
         return Ok(());
     };
@@ -217,6 +218,11 @@ pub fn reconcile_machine(ctx: &Ctx<'_>, vm: &Value) -> Result {
 
 /// Reconciles one VSphereVM.
 pub fn reconcile_vm(ctx: &Ctx<'_>, vm: &Value) -> Result {
+    // Paused first, as upstream: deleting a paused VSphereVM (as a move does in its source)
+    // must never destroy the VM.
+    if ctx.paused(vm) {
+        return Ok(());
+    }
     let namespace = ns(vm);
     if deleting(vm) {
         if ctx.world.vcenter().delete(namespace, name(vm)) {
@@ -225,9 +231,6 @@ pub fn reconcile_vm(ctx: &Ctx<'_>, vm: &Value) -> Result {
         return remove_finalizer(ctx.api, vm, VM_FINALIZER);
     }
     let vm = &ensure_finalizer(ctx.api, vm, VM_FINALIZER)?;
-    if ctx.paused(vm) {
-        return Ok(());
-    }
     let bootstrap = vm["spec"]["bootstrapRef"]["name"]
         .as_str()
         .map(|n| get(ctx.api, "v1", "Secret", namespace, n))
