@@ -12,7 +12,7 @@
 //! 3. `StatusReport` whenever the report's digest changes: the outbound stream pulls the newest
 //!    report from a watch channel only when the transport can take a message, so reports
 //!    coalesce (newest wins, at most one in flight).
-//! 4. `Heartbeat` every 10 s; a manager silent for 3 intervals is dead (the stream is dropped).
+//! 4. `Heartbeat` every 20 s (`names::AGENT_HEARTBEAT_INTERVAL`); a manager silent for 3 intervals is dead (the stream is dropped).
 //! 5. `GoAway`: reconnect after the given delay. `CertificateRenewal`: the new certificate and
 //!    key go into Secret `fledge-system/fledge-agent-identity` and are used for the next
 //!    connection, which follows at once (one reconnect).
@@ -47,9 +47,9 @@ use crate::netfile::{self, Network};
 use crate::reconciler::{Applied, Desired, Shared};
 
 /// Heartbeat interval, both ways.
-pub const HEARTBEAT: Duration = Duration::from_secs(10);
+pub const HEARTBEAT: Duration = fledge_core::names::AGENT_HEARTBEAT_INTERVAL;
 /// Missed heartbeats after which the manager counts as dead.
-pub const MISSED_HEARTBEATS: u32 = 3;
+pub const MISSED_HEARTBEATS: u32 = fledge_core::names::AGENT_MISSED_HEARTBEATS;
 /// Name of the identity Secret.
 pub const IDENTITY_SECRET: &str = "fledge-agent-identity";
 /// How often the network file is looked at while a stream is open.

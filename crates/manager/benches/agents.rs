@@ -18,7 +18,7 @@
 //!    started for real (`--no-provisioning`, see [`provisioning`]).
 //! 3. N agents, each its own TLS connection (own `rustls::ClientConfig` and certificate),
 //!    behave like `fledge-agent`: Hello, Ack of every SpecUpdate, one StatusReport per applied
-//!    generation, Heartbeat every 10 s, reconnect with exponential backoff and full jitter
+//!    generation, Heartbeat every 20 s, reconnect with exponential backoff and full jitter
 //!    capped at 30 s, a peer silent for 3 intervals is dead.
 //! 4. Figures: manager RSS and CPU at idle, management-API requests at idle, spec fan-out,
 //!    TLS handshakes (full and resumed), reconnect storm (SIGKILL + restart), unary API.
@@ -75,10 +75,10 @@ const UNARY_NAMESPACE: &str = "bench-unary";
 const TOKEN: &str = "bench-token";
 const UNARY_TOKEN: &str = "bench-unary-token";
 const PROFILE: &str = "bench-profile";
-/// The agents' heartbeat interval (the AgentService contract: 10 s both ways, 3 missed = dead).
-const HEARTBEAT: Duration = Duration::from_secs(10);
-/// A peer silent this long is dead (3 intervals plus slack for a busy machine).
-const DEAD_AFTER: Duration = Duration::from_secs(35);
+/// The agents' heartbeat interval (the AgentService contract, both ways, 3 missed = dead).
+const HEARTBEAT: Duration = fledge_core::names::AGENT_HEARTBEAT_INTERVAL;
+/// A peer silent this long is dead (3 heartbeat intervals plus slack for a busy machine).
+const DEAD_AFTER: Duration = Duration::from_secs(65);
 /// First backoff window of a reconnecting agent; doubles per failed attempt.
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
 /// Largest backoff window (full jitter: the delay is uniform in [0, window)).
@@ -792,7 +792,7 @@ async fn run_n(
         report.add(
             &format!("cpu-{n}"),
             &format!(
-                "Manager CPU with {} idle streams (heartbeats every 10 s), over {} s",
+                "Manager CPU with {} idle streams (heartbeats every 20 s), over {} s",
                 thousands(n as f64),
                 options.idle_secs
             ),
@@ -1889,7 +1889,7 @@ fn notes(report: &mut Report) -> anyhow::Result<()> {
          The agents live in the bench process: one tokio task, one `rustls::ClientConfig` with its own certificate \
          (issued by the manager CA, URI SAN `fledge://cluster/<ns>/<name>/<uid>`) and one TCP + TLS 1.3 connection each, \
          never shared; each sends Hello, acks every SpecUpdate at once, sends one StatusReport per applied generation \
-         and a Heartbeat every 10 s, treats a manager silent for 35 s as dead, and reconnects with exponential backoff \
+         and a Heartbeat every 20 s, treats a manager silent for 65 s as dead, and reconnects with exponential backoff \
          (0.5 s doubling) and full jitter, capped at 30 s. They start spread over N/500 s.",
     )?;
     report.note(

@@ -36,9 +36,9 @@ use registry::Registry;
 pub use watch::Stores;
 
 /// Heartbeat interval of the stream, both ways (the protocol's constant).
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+pub const HEARTBEAT_INTERVAL: Duration = fledge_core::names::AGENT_HEARTBEAT_INTERVAL;
 /// Missed heartbeats after which the peer is dead.
-pub const MISSED_HEARTBEATS: u32 = 3;
+pub const MISSED_HEARTBEATS: u32 = fledge_core::names::AGENT_MISSED_HEARTBEATS;
 /// How often `status.agent.lastSeen` is refreshed while nothing else is written.
 pub const LAST_SEEN_REFRESH: Duration = Duration::from_secs(5 * 60);
 /// How long an agent may take to send its Hello.
