@@ -276,9 +276,11 @@ fn replaced_on_delete(ctx: &Ctx<'_>, ms: &Value) -> Result<bool> {
         return Ok(false);
     }
     let current = super::machinedeployment::template_hash(&md["spec"]["template"]["spec"], "");
-    Ok(ms["metadata"]["annotations"][super::machinedeployment::TEMPLATE_HASH_ANNOTATION]
-        .as_str()
-        .is_some_and(|h| h != current))
+    Ok(
+        ms["metadata"]["annotations"][super::machinedeployment::TEMPLATE_HASH_ANNOTATION]
+            .as_str()
+            .is_some_and(|h| h != current),
+    )
 }
 
 /// Reconciles one MachineSet.
