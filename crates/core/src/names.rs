@@ -117,6 +117,14 @@ pub fn spec_generation(cluster_generation: i64, profile_generation: i64) -> i64 
     (cluster_generation << 32) | (profile_generation & 0xffff_ffff)
 }
 
+/// Heartbeat interval of the agent stream, both ways (the AgentService contract). 20 s: at
+/// 10,000 idle streams each heartbeat is a TLS record, an HTTP/2 frame and a protobuf message
+/// on the manager, and 10 s intervals cost about 16 % of a core there (measured); a dead peer
+/// is still noticed within a minute, and a closed connection at once.
+pub const AGENT_HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(20);
+/// Heartbeats a peer may miss before it counts as dead.
+pub const AGENT_MISSED_HEARTBEATS: u32 = 3;
+
 #[cfg(test)]
 mod spec_generation_tests {
     use super::spec_generation;
@@ -129,11 +137,3 @@ mod spec_generation_tests {
         assert!(spec_generation(1, 2) > spec_generation(1, 1));
     }
 }
-
-/// Heartbeat interval of the agent stream, both ways (the AgentService contract). 20 s: at
-/// 10,000 idle streams each heartbeat is a TLS record, an HTTP/2 frame and a protobuf message
-/// on the manager, and 10 s intervals cost about 16 % of a core there (measured); a dead peer
-/// is still noticed within a minute, and a closed connection at once.
-pub const AGENT_HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(20);
-/// Heartbeats a peer may miss before it counts as dead.
-pub const AGENT_MISSED_HEARTBEATS: u32 = 3;
