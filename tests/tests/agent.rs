@@ -176,6 +176,7 @@ impl Recorder {
                 "HelmRelease",
             );
             let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), "edge-cni");
+            let (mut cni_was_available, mut release_seen) = (false, false);
             loop {
                 if let Ok(Some(kcp)) = kcps.get_opt(&kcp_name).await {
                     let replicas = kcp.data["status"]["replicas"].as_i64().unwrap_or(0);
@@ -185,19 +186,26 @@ impl Recorder {
                         s.push((replicas, ready));
                     }
                 }
-                if let Ok(Some(_)) = releases.get_opt("monitoring").await {
-                    let available = daemonsets
-                        .get_opt("edge-cni")
-                        .await
-                        .ok()
-                        .flatten()
-                        .is_some_and(|ds| {
-                            let st = ds.status.unwrap_or_default();
-                            st.desired_number_scheduled > 0
-                                && st.number_available.unwrap_or(0) >= st.desired_number_scheduled
-                        });
-                    if !available {
-                        violations.lock().unwrap().push("HelmRelease monitoring exists while DaemonSet edge-cni is not available".into());
+                // dependsOn: the HelmRelease may only appear once the CNI's DaemonSet was
+                // available. Judged when the release is first seen (later, a joining node makes
+                // the DaemonSet briefly unavailable again, which is no ordering violation).
+                let release_now =
+                    !release_seen && matches!(releases.get_opt("monitoring").await, Ok(Some(_)));
+                let available = daemonsets
+                    .get_opt("edge-cni")
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|ds| {
+                        let st = ds.status.unwrap_or_default();
+                        st.desired_number_scheduled > 0
+                            && st.number_available.unwrap_or(0) >= st.desired_number_scheduled
+                    });
+                cni_was_available |= available;
+                if release_now {
+                    release_seen = true;
+                    if !cni_was_available {
+                        violations.lock().unwrap().push("HelmRelease monitoring created before DaemonSet edge-cni was available".into());
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(150)).await;
